@@ -1,0 +1,35 @@
+"""A seat-booking HTTP API: an event with N seats gets exactly N bookings."""
+
+import logging
+
+from flask import Flask
+
+from booking import bookings, cli, events, health
+from booking.config import Config
+from booking.db import Database
+from booking.errors import register_error_handlers
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    app = Flask(__name__)
+    app.config["BOOKING"] = config
+    app.config["MAX_CONTENT_LENGTH"] = config.max_content_length
+    app.config["DATABASE_URL"] = config.database_url or _embedded_database_url(config)
+    app.extensions["booking_db"] = Database(
+        app.config["DATABASE_URL"], config.db_statement_timeout_ms, config.db_connect_timeout_s
+    )
+    logging.basicConfig(level=logging.INFO)
+
+    register_error_handlers(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(bookings.bp)
+    app.register_blueprint(events.bp)
+    cli.register_commands(app)
+    return app
+
+
+def _embedded_database_url(config: Config) -> str:
+    from booking import embedded  # pgserver is only needed when DATABASE_URL is unset
+
+    return embedded.database_url(config.data_dir)

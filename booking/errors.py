@@ -1,0 +1,73 @@
+"""Every failure becomes a JSON body {"error": code}: never an HTML page, never a trace."""
+
+import logging
+
+from flask import Flask, Response, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from booking.db import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+HTTP_ERROR_CODES = {
+    400: "validation_error",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+}
+
+
+class ApiError(Exception):
+    """A business outcome that is not a success: answered as-is."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+
+
+def error_response(status: int, code: str, **extra: object) -> Response:
+    response = jsonify(error=code, **extra)
+    response.status_code = status
+    return response
+
+
+def handle_api_error(exc: ApiError) -> Response:
+    response = error_response(exc.status, exc.code)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def handle_validation_error(exc: ValidationError) -> Response:
+    return error_response(422, "validation_error", details=exc.messages)
+
+
+def handle_database_unavailable(exc: DatabaseUnavailable) -> Response:
+    return error_response(503, "db_unavailable")
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    if exc.code == 400:
+        # Werkzeug's own parsing failures are bad input, like ours.
+        return error_response(422, "validation_error", details={"_request": [exc.description]})
+    response = error_response(exc.code or 500, HTTP_ERROR_CODES.get(exc.code, "http_error"))
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return error_response(500, "internal_error")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(ValidationError, handle_validation_error)
+    app.register_error_handler(DatabaseUnavailable, handle_database_unavailable)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,84 @@
+"""Event routes, and the event functions the operator CLI shares with them."""
+
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from booking import queries
+from booking.db import Database, get_db
+from booking.errors import ApiError
+from booking.schemas import (
+    EventCreateSchema,
+    EventListQuerySchema,
+    load_json_body,
+    load_query,
+    parse_id,
+)
+
+bp = Blueprint("events", __name__, url_prefix="/api/events")
+
+
+def event_json(row: tuple) -> dict:
+    event_id, name, total_seats, booked = row
+    return {
+        "event_id": event_id,
+        "name": name,
+        "total_seats": total_seats,
+        "booked": booked,
+        "left": total_seats - booked,
+    }
+
+
+def find_event(db: Database, raw_id: str) -> dict:
+    event_id = parse_id(raw_id)
+    row = db.fetch_one(queries.FIND_EVENT, (event_id,)) if event_id else None
+    if row is None:
+        raise ApiError(404, "event_not_found")
+    return event_json(row)
+
+
+def list_events(db: Database, after: int, limit: int) -> dict:
+    """One page in id order; next_after is set only when another page exists."""
+    rows = db.fetch_all(queries.LIST_EVENTS_AFTER, (after, limit + 1))
+    events = [event_json(row) for row in rows[:limit]]
+    next_after = events[-1]["event_id"] if len(rows) > limit else None
+    return {"events": events, "next_after": next_after}
+
+
+def create_event(db: Database, name: str, total_seats: int) -> dict:
+    return event_json(db.fetch_one(queries.CREATE_EVENT, (name, total_seats)))
+
+
+def require_admin() -> None:
+    token = current_app.config["BOOKING"].admin_token
+    if token is None:
+        raise ApiError(403, "admin_disabled")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    valid = scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+    if not valid:
+        raise ApiError(401, "unauthorized")
+
+
+@bp.get("")
+def index() -> Response:
+    query = load_query(EventListQuerySchema())
+    return jsonify(list_events(get_db(), query["after"], query["limit"]))
+
+
+@bp.post("")
+def create() -> tuple[Response, int, dict]:
+    require_admin()
+    data = load_json_body(EventCreateSchema())
+    event = create_event(get_db(), data["name"], data["total_seats"])
+    return jsonify(event), 201, {"Location": f"/api/events/{event['event_id']}"}
+
+
+@bp.get("/<event_id>")
+def show(event_id: str) -> Response:
+    return jsonify(find_event(get_db(), event_id))
+
+
+@bp.get("/<event_id>/availability")
+def availability(event_id: str) -> Response:
+    event = find_event(get_db(), event_id)
+    return jsonify({key: event[key] for key in ("event_id", "total_seats", "booked", "left")})

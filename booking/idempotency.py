@@ -1,0 +1,45 @@
+"""Idempotency-Key: the header, the request fingerprint and the purge of expired keys.
+
+Claiming a key, replaying it and storing the outcome happen inside the booking functions
+in PostgreSQL (migrations/), in the same transaction as the booking change itself.
+"""
+
+import hashlib
+import json
+
+from flask import request
+from marshmallow import ValidationError
+
+from booking import queries
+from booking.db import Database
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def read_key() -> str | None:
+    """The request's key, or None; an invalid key is a ValidationError."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+        raise ValidationError({HEADER: [f"Must be 1 to {MAX_KEY_LENGTH} characters."]})
+    if not all(" " <= char <= "~" for char in key):
+        raise ValidationError({HEADER: ["Must be printable ASCII."]})
+    return key
+
+
+def fingerprint(method: str, path: str, body: dict) -> str:
+    """A digest of what the request asks for: the same request gives the same digest."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
+
+
+def purge_expired(db: Database, ttl_seconds: int, batch_size: int = 1000) -> int:
+    """Delete expired keys in small batches, each its own short transaction."""
+    purged = 0
+    while True:
+        deleted = db.execute(queries.PURGE_EXPIRED_IDEMPOTENCY_KEYS, (ttl_seconds, batch_size))
+        purged += deleted
+        if deleted < batch_size:
+            return purged

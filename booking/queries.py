@@ -1,0 +1,62 @@
+"""Every SQL statement of the service, named for what it does.
+
+The booking path lives in PostgreSQL functions (see migrations/), so that one booking or
+cancellation is one round trip holding the per-event lock for as short a time as possible.
+"""
+
+RESERVE_SEAT = "SELECT status, body, replayed FROM reserve_seat(%s, %s, %s, %s, %s)"
+
+CANCEL_SEAT = "SELECT status, body, replayed FROM cancel_seat(%s, %s, %s, %s, %s)"
+
+FIND_BOOKING = """
+SELECT id, event_id, user_id, utc_timestamp_text(created_at), 'active', NULL
+FROM bookings WHERE id = %(id)s
+UNION ALL
+SELECT id, event_id, user_id, utc_timestamp_text(created_at), 'cancelled',
+       utc_timestamp_text(cancelled_at)
+FROM cancelled_bookings WHERE id = %(id)s
+"""
+
+FIND_EVENT = """
+SELECT e.id, e.name, e.total_seats, s.booked
+FROM events e JOIN event_seats s ON s.event_id = e.id
+WHERE e.id = %s
+"""
+
+LIST_EVENTS_AFTER = """
+SELECT e.id, e.name, e.total_seats, s.booked
+FROM events e JOIN event_seats s ON s.event_id = e.id
+WHERE e.id > %s
+ORDER BY e.id
+LIMIT %s
+"""
+
+CREATE_EVENT = """
+INSERT INTO events (name, total_seats) VALUES (%s, %s)
+RETURNING id, name, total_seats, 0
+"""
+
+SEED_EVENT = """
+INSERT INTO events (id, name, total_seats) VALUES (%s, %s, %s)
+ON CONFLICT (id) DO NOTHING
+"""
+
+# After seeding explicit ids the sequence must move past them, or the next CREATE_EVENT
+# would collide with a seeded row.
+ADVANCE_EVENT_ID_SEQUENCE = """
+SELECT setval(pg_get_serial_sequence('events', 'id'), GREATEST(max(id), 1))
+FROM events
+"""
+
+PURGE_EXPIRED_IDEMPOTENCY_KEYS = """
+DELETE FROM idempotency_keys
+WHERE key IN (
+    SELECT key FROM idempotency_keys
+    WHERE created_at < now() - make_interval(secs => %s)
+    ORDER BY created_at
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+PING = "SELECT 1"
