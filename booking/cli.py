@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from marshmallow import ValidationError
 from yoyo import get_backend, read_migrations
 
@@ -40,6 +41,7 @@ def _database_url() -> str:
 
 
 @click.command("migrate")
+@with_appcontext
 def migrate_command() -> None:
     """Apply the migrations that are not applied yet."""
     apply_migrations(_database_url())
@@ -47,6 +49,7 @@ def migrate_command() -> None:
 
 
 @click.command("rollback")
+@with_appcontext
 @click.option("--count", default=1, show_default=True, help="How many migrations to undo.")
 def rollback_command(count: int) -> None:
     """Undo the most recent migrations."""
@@ -55,6 +58,7 @@ def rollback_command(count: int) -> None:
 
 
 @click.command("seed")
+@with_appcontext
 def seed_command() -> None:
     """Insert the sample events; running it again changes nothing."""
     db = get_db()
@@ -65,6 +69,7 @@ def seed_command() -> None:
 
 
 @click.command("purge-idempotency-keys")
+@with_appcontext
 def purge_idempotency_keys_command() -> None:
     """Delete idempotency keys older than IDEMPOTENCY_TTL_SECONDS."""
     ttl = current_app.config["BOOKING"].idempotency_ttl_seconds
@@ -72,6 +77,7 @@ def purge_idempotency_keys_command() -> None:
 
 
 @click.command("create-event")
+@with_appcontext
 @click.option("--name", required=True)
 @click.option("--seats", "total_seats", required=True, type=int)
 def create_event_command(name: str, total_seats: int) -> None:
@@ -84,6 +90,7 @@ def create_event_command(name: str, total_seats: int) -> None:
 
 
 @click.command("list-events")
+@with_appcontext
 @click.option("--after", default=0, show_default=True)
 @click.option("--limit", default=100, show_default=True)
 def list_events_command(after: int, limit: int) -> None:
@@ -98,6 +105,7 @@ def list_events_command(after: int, limit: int) -> None:
 
 
 @click.command("database-url")
+@with_appcontext
 def database_url_command() -> None:
     """Print the database URL in use (starting the embedded one if needed)."""
     click.echo(_database_url())

@@ -1,0 +1,76 @@
+"""The per-worker connection: timeouts, terminated backends and a restarted PostgreSQL."""
+
+import psycopg2
+import pytest
+
+from booking import create_app, embedded
+from booking.cli import apply_migrations
+from booking.config import Config
+
+
+@pytest.fixture(scope="module")
+def private_postgres(tmp_path_factory):
+    """An embedded PostgreSQL of this test's own, free to be stopped and started."""
+    data_dir = tmp_path_factory.mktemp("private-pg")
+    url = embedded.database_url(data_dir)
+    apply_migrations(url)
+    yield data_dir, url
+    embedded.stop(data_dir, "immediate")
+
+
+def test_ready_and_bookings_follow_a_database_restart(private_postgres):
+    data_dir, url = private_postgres
+    client = create_app(Config(database_url=url, db_connect_timeout_s=2)).test_client()
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    conn.cursor().execute("INSERT INTO events (id, name, total_seats) VALUES (1, 'x', 10)")
+    conn.close()
+    assert client.get("/ready").status_code == 200
+    assert (
+        client.post("/api/bookings/reserve", json={"event_id": 1, "user_id": "a"}).status_code
+        == 201
+    )
+
+    embedded.stop(data_dir, "fast")
+    response = client.get("/ready")
+    assert (response.status_code, response.get_json()) == (
+        503,
+        {"status": "not_ready", "reason": "db"},
+    )
+    response = client.post("/api/bookings/reserve", json={"event_id": 1, "user_id": "b"})
+    assert (response.status_code, response.get_json()) == (503, {"error": "db_unavailable"})
+
+    embedded.start(data_dir)
+    # The very next request works: the dead connection is noticed and replaced.
+    response = client.post("/api/bookings/reserve", json={"event_id": 1, "user_id": "b"})
+    assert response.status_code == 201
+    assert client.get("/ready").status_code == 200
+
+
+def test_terminated_backend_is_replaced_without_an_error(client, make_event, sql):
+    event_id = make_event(5)
+    assert client.get(f"/api/events/{event_id}").status_code == 200
+    terminated = sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name LIKE 'booking:%%'"
+        " AND pid <> pg_backend_pid()"
+    )
+    assert terminated and all(row[0] for row in terminated)
+    response = client.post("/api/bookings/reserve", json={"event_id": event_id, "user_id": "a"})
+    assert response.status_code == 201
+
+
+def test_statement_timeout_answers_503_and_frees_the_worker(config, make_event, database_url):
+    client = create_app(
+        Config(database_url=database_url, db_statement_timeout_ms=200)
+    ).test_client()
+    event_id = make_event(5)
+    holder = psycopg2.connect(database_url)
+    holder.cursor().execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
+    try:
+        response = client.post("/api/bookings/reserve", json={"event_id": event_id, "user_id": "a"})
+        assert (response.status_code, response.get_json()) == (503, {"error": "db_unavailable"})
+    finally:
+        holder.close()
+    response = client.post("/api/bookings/reserve", json={"event_id": event_id, "user_id": "a"})
+    assert response.status_code == 201
