@@ -50,8 +50,9 @@ def test_ready_and_bookings_follow_a_database_restart(private_postgres):
 def test_terminated_backend_is_replaced_without_an_error(client, make_event, sql):
     event_id = make_event(5)
     assert client.get(f"/api/events/{event_id}").status_code == 200
+    # The timeout makes it wait until each backend has gone.
     terminated = sql(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
         " WHERE datname = current_database() AND application_name LIKE 'booking:%%'"
         " AND pid <> pg_backend_pid()"
     )
