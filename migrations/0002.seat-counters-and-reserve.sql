@@ -58,16 +58,19 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 $$;
 
--- Claims an idempotency key for this transaction, or returns what it already holds.
--- A key that another transaction is still using makes the INSERT wait for that
--- transaction, so a concurrent retry replays its outcome instead of booking again.
--- An expired key counts as new and is claimed afresh.
+-- Claims an idempotency key for this transaction, or returns what a request with it must
+-- answer: the stored outcome (replayed) or idempotency_key_reused. status is NULL when the
+-- key is claimed (or absent) and the request runs. A key that another transaction is still
+-- using makes the INSERT wait for that transaction, so a concurrent retry replays its
+-- outcome instead of booking again. An expired key counts as new and is claimed afresh.
 CREATE FUNCTION claim_idempotency_key(
     p_key TEXT, p_fingerprint TEXT, p_ttl_seconds INT,
-    OUT claimed BOOLEAN, OUT stored_fingerprint TEXT, OUT stored_status INT, OUT stored_body JSON
+    OUT status INT, OUT body JSON, OUT replayed BOOLEAN
 ) LANGUAGE plpgsql AS $$
+DECLARE
+    stored RECORD;
 BEGIN
-    claimed := true;
+    replayed := false;
     IF p_key IS NULL THEN
         RETURN;
     END IF;
@@ -79,9 +82,15 @@ BEGIN
     IF FOUND THEN
         RETURN;
     END IF;
-    claimed := false;
-    SELECT k.fingerprint, k.status, k.body INTO stored_fingerprint, stored_status, stored_body
-    FROM idempotency_keys k WHERE k.key = p_key;
+    SELECT k.fingerprint, k.status, k.body INTO stored FROM idempotency_keys k WHERE k.key = p_key;
+    IF stored.fingerprint = p_fingerprint THEN
+        status := stored.status;
+        body := stored.body;
+        replayed := true;
+    ELSE
+        status := 422;
+        body := json_build_object('error', 'idempotency_key_reused');
+    END IF;
 END $$;
 
 CREATE FUNCTION store_idempotent_response(p_key TEXT, p_status INT, p_body JSON) RETURNS VOID
@@ -95,18 +104,10 @@ CREATE FUNCTION reserve_seat(
     OUT status INT, OUT body JSON, OUT replayed BOOLEAN
 ) LANGUAGE plpgsql AS $$
 DECLARE
-    claim RECORD;
     outcome RECORD;
 BEGIN
-    claim := claim_idempotency_key(p_key, p_fingerprint, p_ttl_seconds);
-    replayed := NOT claim.claimed AND claim.stored_fingerprint = p_fingerprint;
-    IF replayed THEN
-        status := claim.stored_status;
-        body := claim.stored_body;
-        RETURN;
-    ELSIF NOT claim.claimed THEN
-        status := 422;
-        body := json_build_object('error', 'idempotency_key_reused');
+    SELECT * INTO status, body, replayed FROM claim_idempotency_key(p_key, p_fingerprint, p_ttl_seconds);
+    IF status IS NOT NULL THEN
         RETURN;
     END IF;
 

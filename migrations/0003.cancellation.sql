@@ -21,18 +21,10 @@ CREATE FUNCTION cancel_seat(
     OUT status INT, OUT body JSON, OUT replayed BOOLEAN
 ) LANGUAGE plpgsql AS $$
 DECLARE
-    claim RECORD;
     cancelled RECORD;
 BEGIN
-    claim := claim_idempotency_key(p_key, p_fingerprint, p_ttl_seconds);
-    replayed := NOT claim.claimed AND claim.stored_fingerprint = p_fingerprint;
-    IF replayed THEN
-        status := claim.stored_status;
-        body := claim.stored_body;
-        RETURN;
-    ELSIF NOT claim.claimed THEN
-        status := 422;
-        body := json_build_object('error', 'idempotency_key_reused');
+    SELECT * INTO status, body, replayed FROM claim_idempotency_key(p_key, p_fingerprint, p_ttl_seconds);
+    IF status IS NOT NULL THEN
         RETURN;
     END IF;
 
