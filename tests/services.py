@@ -7,6 +7,7 @@ by the test that started it. The machine's own services are never touched.
 
 import configparser
 import grp
+import json
 import os
 import pwd
 import re
@@ -16,13 +17,43 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import requests
 from conftest import ROOT, free_port, skip_or_fail
+from requests.adapters import HTTPAdapter
 
 DEPLOY = ROOT / "deploy"
 # nginx and PgBouncer drop root privileges: as root, their files must be readable by this.
 UNPRIVILEGED_USER = "nobody"
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Poll a condition until it holds, or fail after the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def log_entries(path: Path) -> list[dict]:
+    """The JSON lines of a log written so far (a line still being written is left out)."""
+    complete = path.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in complete if line.startswith("{")]
+
+
+def wait_for_entries(path: Path, predicate: Callable[[dict], bool], count: int = 1) -> list[dict]:
+    """gunicorn writes the access line after the response: wait for it to appear."""
+    found: list[dict] = []
+
+    def enough() -> bool:
+        found[:] = [entry for entry in log_entries(path) if predicate(entry)]
+        return len(found) >= count
+
+    wait_for(enough, f"{count} log entries in {path}", timeout=10)
+    return found
 
 
 def require_program(name: str) -> str:
@@ -192,3 +223,21 @@ def start_redis() -> Process:
     process = Process(args, workdir, port, workdir.path / "redis.log")
     process.url = f"redis://127.0.0.1:{port}/0"
     return process
+
+
+class SourceAddressAdapter(HTTPAdapter):
+    """Connect from a chosen loopback address (all of 127/8 is this machine)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(source: str) -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", SourceAddressAdapter(source))
+    return session

@@ -1,13 +1,12 @@
 """The booking tests once more, through nginx with the shipped site file, in front of a
 multi-worker gunicorn that trusts exactly that one proxy."""
 
-import json
 import uuid
 
 import pytest
 import requests
 from conftest import free_port, post_json
-from services import start_nginx
+from services import session_from, start_nginx, wait_for_entries
 
 # The same tests as in test_bookings.py, run here against the `client` and `server` below.
 from test_bookings import (  # noqa: F401
@@ -17,6 +16,8 @@ from test_bookings import (  # noqa: F401
     test_reserve_books_a_seat,
     test_second_reserve_by_same_user_is_already_booked,
 )
+
+RESERVE = "/api/bookings/reserve"
 
 
 class Proxied:
@@ -59,28 +60,33 @@ def client(server):
 
 
 def access_log_entries(gunicorn, request_id: str) -> list[dict]:
-    lines = gunicorn.log_path.read_text().splitlines()
-    entries = [json.loads(line) for line in lines if line.startswith("{")]
-    return [e for e in entries if e.get("request_id") == request_id]
+    return wait_for_entries(
+        gunicorn.log_path,
+        lambda e: e["logger"] == "gunicorn.access" and e.get("request_id") == request_id,
+    )
 
 
 def test_request_id_is_passed_through_and_logged(server, make_event):
     request_id = f"test-{uuid.uuid4().hex}"
-    response = post_json(
+    response = session_from("127.0.0.2").post(
         f"{server.url}/api/bookings/reserve",
-        {"event_id": make_event(1), "user_id": "alice"},
-        headers={"X-Request-ID": request_id, "X-Forwarded-For": "203.0.113.9"},
+        json={"event_id": make_event(1), "user_id": "alice"},
+        headers={"X-Request-ID": request_id},
+        timeout=30,
     )
     assert response.status_code == 201
     assert response.headers["X-Request-ID"] == request_id
-    (access,) = [e for e in access_log_entries(server.gunicorn, request_id) if "status" in e]
-    assert (access["method"], access["path"], access["status"]) == (
-        "POST",
-        "/api/bookings/reserve",
-        201,
+    (access,) = access_log_entries(server.gunicorn, request_id)
+    assert (access["method"], access["path"], access["status"]) == ("POST", RESERVE, 201)
+
+
+def test_app_sees_the_client_nginx_saw_not_a_spoofed_one(server):
+    """nginx saw 127.0.0.2; the client claimed 203.0.113.9; gunicorn's peer is nginx."""
+    response = session_from("127.0.0.2").get(
+        f"{server.url}/health", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10
     )
-    # The address nginx saw, not the one the client claimed.
-    assert access["remote"] == "127.0.0.1"
+    (access,) = access_log_entries(server.gunicorn, response.headers["X-Request-ID"])
+    assert access["remote"] == "127.0.0.2"
 
 
 def test_request_id_is_made_by_nginx_when_missing(server):

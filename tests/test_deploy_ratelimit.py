@@ -2,7 +2,6 @@
 not fooled by X-Forwarded-For behind nginx, and never a 5xx when Redis goes away."""
 
 import dataclasses
-import json
 import socket
 import uuid
 from collections import Counter
@@ -11,32 +10,13 @@ import pytest
 import redis
 import requests
 from conftest import overlap
-from requests.adapters import HTTPAdapter
-from services import start_nginx, start_redis
+from services import log_entries, session_from, start_nginx, start_redis, wait_for_entries
 
 from booking import create_app
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 RESERVE = "/api/bookings/reserve"
 CANCEL = "/api/bookings/cancel"
-
-
-class SourceAddressAdapter(HTTPAdapter):
-    """Connect from a chosen loopback address (all of 127/8 is this machine)."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        kwargs["source_address"] = (self.source, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def session_from(source: str) -> requests.Session:
-    session = requests.Session()
-    session.mount("http://", SourceAddressAdapter(source))
-    return session
 
 
 def booking_post(url: str, path: str, event_id: int, user: str, session=requests, headers=None):
@@ -128,14 +108,8 @@ def test_redis_budget_is_shared_by_all_workers(start_gunicorn, key_prefix, make_
     rows = sql("SELECT id FROM bookings WHERE event_id = %s", (event_id,))
     assert {row[0] for row in rows} == booked
     # Served by several workers: one per-process count could not have stopped them at 10.
-    assert len(worker_pids_in_access_log(server)) > 1
-
-
-def worker_pids_in_access_log(server) -> set[int]:
-    entries = [
-        json.loads(line) for line in server.log_path.read_text().splitlines() if line[:1] == "{"
-    ]
-    return {e["pid"] for e in entries if e.get("path") in (RESERVE, CANCEL)}
+    served = wait_for_entries(server.log_path, lambda e: e.get("path") in (RESERVE, CANCEL), 40)
+    assert len({e["pid"] for e in served}) > 1
 
 
 def test_spoofed_forwarded_for_does_not_escape_the_limit(start_gunicorn, key_prefix, make_event):
@@ -200,11 +174,9 @@ def test_bookings_go_on_when_redis_dies(start_gunicorn, make_event, sql):
         assert [r.status_code for r in after] == [201] * 20
         count = sql("SELECT count(*) FROM bookings WHERE event_id = %s", (event_id,))[0][0]
         assert count == 25
-        warnings = [
-            json.loads(line)
-            for line in server.log_path.read_text().splitlines()
-            if line[:1] == "{" and '"WARNING"' in line
-        ]
-        assert any("storage unreachable" in w["message"] for w in warnings)
+        assert any(
+            e["level"] == "WARNING" and "storage unreachable" in e["message"]
+            for e in log_entries(server.log_path)
+        )
     finally:
         redis_server.stop()
