@@ -3,6 +3,7 @@ not fooled by X-Forwarded-For behind nginx, and never a 5xx when Redis goes away
 
 import dataclasses
 import socket
+import threading
 import uuid
 from collections import Counter
 
@@ -77,6 +78,32 @@ def test_no_limit_when_rate_limit_is_unset(client, make_event):
         response = client.post(RESERVE, json={"event_id": event_id, "user_id": f"u{i}"})
         assert response.status_code == 201
         assert "X-RateLimit-Limit" not in response.headers
+
+
+def test_a_hanging_redis_does_not_hang_bookings(config, make_event):
+    """A Redis that accepts connections and never answers (a partition, a stuck server)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes the handshakes; nobody ever replies
+        storage = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        app = create_app(
+            dataclasses.replace(config, rate_limit="100/minute", ratelimit_storage_uri=storage)
+        )
+        client = app.test_client()
+        event_id = make_event(10)
+
+        statuses: list[int] = []
+
+        def book() -> None:
+            for i in range(3):
+                body = {"event_id": event_id, "user_id": f"user-{i}"}
+                statuses.append(client.post(RESERVE, json=body).status_code)
+
+        # A daemon thread and a bound, only so that a regression fails instead of hanging.
+        booking = threading.Thread(target=book, daemon=True)
+        booking.start()
+        booking.join(timeout=60)
+    assert statuses == [201, 201, 201]
 
 
 # Real gunicorn workers sharing one Redis.
