@@ -1,4 +1,8 @@
-"""Gunicorn settings; every value can be overridden from the environment."""
+"""Gunicorn settings for `make run` and deploy/booking.service; see README "Deployment".
+
+Environment: PORT (3000), HOST (0.0.0.0; 127.0.0.1 behind nginx), WEB_CONCURRENCY
+(2 x cores + 1), GUNICORN_TIMEOUT (30), GUNICORN_GRACEFUL_TIMEOUT (30).
+"""
 
 import multiprocessing
 import os
@@ -6,21 +10,37 @@ import os
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
 worker_class = "sync"
+# nginx buffers slow clients, so a sync worker only ever waits on PostgreSQL; the backlog
+# holds the connections that arrive while every worker is busy (and during a reload).
+backlog = 2048
 
-# A booking is one short statement bounded by DB_STATEMENT_TIMEOUT_MS; 30 s leaves room.
-timeout = 30
-# On SIGTERM / SIGHUP workers finish the request in hand before they exit.
-graceful_timeout = 30
-keepalive = 5
+# A booking is one statement bounded by DB_STATEMENT_TIMEOUT_MS (5 s); a worker silent
+# for 30 s is stuck and gets replaced.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
+# SIGTERM (systemctl stop) and SIGHUP (systemctl reload): each worker stops accepting and
+# finishes the request in hand; connections waiting in the listen socket's backlog are
+# served by the new workers (reload) or refused only once the socket closes (stop).
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT") or 30)
+# Sync workers close the connection after each response; nginx opens a new one.
+keepalive = 2
 
-# Recycle workers now and then so no slow leak can grow without bound.
+# Recycle workers now and then so no slow leak can grow without bound; the jitter keeps
+# them from all restarting at the same moment.
 max_requests = 2000
 max_requests_jitter = 200
 
+# The heartbeat file on tmpfs: a slow disk must not make the arbiter kill healthy workers.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# Proxy headers are interpreted by the app alone (TRUSTED_PROXIES, werkzeug ProxyFix), so
+# gunicorn must not apply X-Forwarded-Proto from loopback on its own.
+forwarded_allow_ips = ""
+
+# No runtime control socket: nothing uses it, and it would be one path per machine.
+control_socket_disable = True
+
+# Access log on stdout, gunicorn's own lines on stderr: both one JSON object a line, with
+# the request id (booking/logs.py).
 accesslog = "-"
 errorlog = "-"
-access_log_format = (
-    '{"time": "%(t)s", "remote": "%(h)s", "method": "%(m)s", "path": "%(U)s", '
-    '"query": "%(q)s", "status": %(s)s, "bytes": "%(B)s", "duration_us": %(D)s, '
-    '"request_id": "%({x-request-id}i)s", "user_agent": "%(a)s"}'
-)
+logger_class = "booking.logs.GunicornLogger"

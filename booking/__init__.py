@@ -1,10 +1,9 @@
 """A seat-booking HTTP API: an event with N seats gets exactly N bookings."""
 
-import logging
-
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from booking import bookings, cli, events, health
+from booking import bookings, cli, events, health, limits, logs
 from booking.config import Config
 from booking.db import Database
 from booking.errors import register_error_handlers
@@ -19,7 +18,12 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["booking_db"] = Database(
         app.config["DATABASE_URL"], config.db_statement_timeout_ms, config.db_connect_timeout_s
     )
-    logging.basicConfig(level=logging.INFO)
+    logs.configure_logging(app)
+    if config.trusted_proxies:
+        # Exactly that many hops are believed; anything a client put before them is ignored.
+        n = config.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    limits.init_limiter(app, bookings.bp)
 
     register_error_handlers(app)
     app.register_blueprint(health.bp)

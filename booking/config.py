@@ -15,6 +15,8 @@ class Config:
     admin_token: str | None = None
     rate_limit: str | None = None
     ratelimit_storage_uri: str = "memory://"
+    # Keeps this service's counters apart from others sharing the same Redis.
+    ratelimit_key_prefix: str = "booking"
     trusted_proxies: int = 0
     idempotency_ttl_seconds: int = 86400
     db_statement_timeout_ms: int = 5000
@@ -29,6 +31,7 @@ class Config:
             admin_token=os.environ.get("ADMIN_TOKEN") or None,
             rate_limit=os.environ.get("RATE_LIMIT") or None,
             ratelimit_storage_uri=os.environ.get("RATELIMIT_STORAGE_URI") or "memory://",
+            ratelimit_key_prefix=os.environ.get("RATELIMIT_KEY_PREFIX") or "booking",
             trusted_proxies=_int("TRUSTED_PROXIES", 0),
             idempotency_ttl_seconds=_int("IDEMPOTENCY_TTL_SECONDS", 86400),
             db_statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 5000),

@@ -2,7 +2,9 @@
 
 Gunicorn sync workers serve one request at a time, so a single connection per process is
 all the pool a worker needs. Every statement runs in autocommit mode: the booking path is
-a single function call, so it is one transaction and one round trip.
+a single function call, so it is one transaction and one round trip. Nothing relies on
+session state (the statement timeout travels with each statement), so the URL may point
+at PgBouncer in transaction pooling mode.
 """
 
 import logging
@@ -16,6 +18,8 @@ import psycopg2
 import psycopg2.extensions
 from flask import current_app
 
+from booking import queries
+
 log = logging.getLogger(__name__)
 
 
@@ -26,7 +30,7 @@ class DatabaseUnavailable(Exception):
 class Database:
     def __init__(self, url: str, statement_timeout_ms: int, connect_timeout_s: int) -> None:
         self.url = url
-        self.statement_timeout_ms = statement_timeout_ms
+        self.timeout_prefix = queries.SET_STATEMENT_TIMEOUT.format(ms=statement_timeout_ms)
         self.connect_timeout_s = connect_timeout_s
         self._conn: psycopg2.extensions.connection | None = None
 
@@ -35,7 +39,6 @@ class Database:
             self.url,
             connect_timeout=self.connect_timeout_s,
             application_name=f"booking:{os.getpid()}",
-            options=f"-c statement_timeout={self.statement_timeout_ms}",
             keepalives=1,
             keepalives_idle=10,
             keepalives_interval=5,
@@ -73,18 +76,18 @@ class Database:
 
     def fetch_one(self, query: str, params: Any = None) -> tuple | None:
         with self.cursor() as cur:
-            cur.execute(query, params)
+            cur.execute(self.timeout_prefix + query, params)
             return cur.fetchone()
 
     def fetch_all(self, query: str, params: Any = None) -> list[tuple]:
         with self.cursor() as cur:
-            cur.execute(query, params)
+            cur.execute(self.timeout_prefix + query, params)
             return cur.fetchall()
 
     def execute(self, query: str, params: Any = None) -> int:
         """Run a statement and return its row count."""
         with self.cursor() as cur:
-            cur.execute(query, params)
+            cur.execute(self.timeout_prefix + query, params)
             return cur.rowcount
 
 

@@ -4,6 +4,12 @@ The booking path lives in PostgreSQL functions (see migrations/), so that one bo
 cancellation is one round trip holding the per-event lock for as short a time as possible.
 """
 
+# Sent in front of every statement, in the same query string: PostgreSQL runs the two as
+# one implicit transaction, so the timeout covers that statement and ends with it. It needs
+# no extra round trip and no session state, so it holds through PgBouncer's transaction
+# pooling, which drops the startup option a session-wide timeout would need.
+SET_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = {ms:d};\n"
+
 RESERVE_SEAT = "SELECT status, body, replayed FROM reserve_seat(%s, %s, %s, %s, %s)"
 
 CANCEL_SEAT = "SELECT status, body, replayed FROM cancel_seat(%s, %s, %s, %s, %s)"

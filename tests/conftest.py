@@ -170,7 +170,7 @@ class Gunicorn:
             try:
                 if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # workers still booting
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text()}")

@@ -1,0 +1,100 @@
+"""Structured logs: one JSON object a line, each carrying the id of the request it is about.
+
+The request id comes from the X-Request-ID header (nginx sets one when the client did not)
+or is made here; it goes back in the response header, so a client, nginx's log, the access
+log and the application log can all be joined on it.
+"""
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+
+from flask import Flask, Response, g, has_request_context, request
+from gunicorn import glogging
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Ids we pass on as given: short, and nothing that could break a header or a log line.
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,128}$")
+
+
+def request_id() -> str | None:
+    """The current request's id, or None outside a request."""
+    return g.get("request_id") if has_request_context() else None
+
+
+class JsonFormatter(logging.Formatter):
+    """A log record as one JSON line; `extra={"fields": {...}}` adds fields to it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": _utc_timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None) or request_id()
+        if rid:
+            entry["request_id"] = rid
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _utc_timestamp(created: float) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+
+
+def configure_logging(app: Flask) -> None:
+    """Send every log record of the process to stderr as JSON and tag requests with ids."""
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    app.before_request(_assign_request_id)
+    app.after_request(_return_request_id)
+
+
+def _assign_request_id() -> None:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = given if VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def _return_request_id(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id") or uuid.uuid4().hex
+    return response
+
+
+class GunicornLogger(glogging.Logger):
+    """Gunicorn's own lines and its access log as JSON (`logger_class` in gunicorn.conf.py)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self.access_log_enabled:
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        fields = {
+            "remote": atoms["h"],
+            "method": atoms["m"],
+            "path": atoms["U"],
+            "query": atoms["q"],
+            "status": int(atoms["s"]),
+            "bytes": atoms["B"],
+            "duration_ms": round(atoms["D"] / 1000, 3),
+            "user_agent": atoms["a"],
+            "pid": os.getpid(),
+        }
+        rid = atoms.get("{x-request-id}o") or atoms.get("{x-request-id}i")
+        self.access_log.info("request", extra={"fields": fields, "request_id": rid})

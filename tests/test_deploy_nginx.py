@@ -1,0 +1,108 @@
+"""The booking tests once more, through nginx with the shipped site file, in front of a
+multi-worker gunicorn that trusts exactly that one proxy."""
+
+import uuid
+
+import pytest
+import requests
+from conftest import free_port, post_json
+from services import session_from, start_nginx, wait_for_entries
+
+# The same tests as in test_bookings.py, run here against the `client` and `server` below.
+from test_bookings import (  # noqa: F401
+    test_200_users_race_for_50_seats,
+    test_already_booked_wins_over_sold_out,
+    test_full_event_is_sold_out,
+    test_reserve_books_a_seat,
+    test_second_reserve_by_same_user_is_already_booked,
+)
+
+RESERVE = "/api/bookings/reserve"
+
+
+class Proxied:
+    """What the booking tests need of a server: its base URL (nginx's) and the backend."""
+
+    def __init__(self, url: str, gunicorn) -> None:
+        self.url = url
+        self.gunicorn = gunicorn
+
+
+@pytest.fixture(scope="module")
+def server(start_gunicorn):
+    gunicorn = start_gunicorn(env={"TRUSTED_PROXIES": "1"}, workers=4)
+    nginx = start_nginx(gunicorn.port)
+    yield Proxied(nginx.url, gunicorn)
+    nginx.stop()
+
+
+class HttpClient:
+    """The part of Flask's test client the booking tests use, over real HTTP."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def get(self, path: str) -> requests.Response:
+        return _with_get_json(requests.get(f"{self.base_url}{path}", timeout=30))
+
+    def post(self, path: str, json: dict) -> requests.Response:
+        return _with_get_json(post_json(f"{self.base_url}{path}", json))
+
+
+def _with_get_json(response: requests.Response) -> requests.Response:
+    response.get_json = response.json
+    return response
+
+
+@pytest.fixture
+def client(server):
+    return HttpClient(server.url)
+
+
+def access_log_entries(gunicorn, request_id: str) -> list[dict]:
+    return wait_for_entries(
+        gunicorn.log_path,
+        lambda e: e["logger"] == "gunicorn.access" and e.get("request_id") == request_id,
+    )
+
+
+def test_request_id_is_passed_through_and_logged(server, make_event):
+    request_id = f"test-{uuid.uuid4().hex}"
+    response = session_from("127.0.0.2").post(
+        f"{server.url}/api/bookings/reserve",
+        json={"event_id": make_event(1), "user_id": "alice"},
+        headers={"X-Request-ID": request_id},
+        timeout=30,
+    )
+    assert response.status_code == 201
+    assert response.headers["X-Request-ID"] == request_id
+    (access,) = access_log_entries(server.gunicorn, request_id)
+    assert (access["method"], access["path"], access["status"]) == ("POST", RESERVE, 201)
+
+
+def test_app_sees_the_client_nginx_saw_not_a_spoofed_one(server):
+    """nginx saw 127.0.0.2; the client claimed 203.0.113.9; gunicorn's peer is nginx."""
+    response = session_from("127.0.0.2").get(
+        f"{server.url}/health", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10
+    )
+    (access,) = access_log_entries(server.gunicorn, response.headers["X-Request-ID"])
+    assert access["remote"] == "127.0.0.2"
+
+
+def test_request_id_is_made_by_nginx_when_missing(server):
+    first = requests.get(f"{server.url}/health", timeout=10)
+    second = requests.get(f"{server.url}/health", timeout=10)
+    ids = {first.headers["X-Request-ID"], second.headers["X-Request-ID"]}
+    assert len(ids) == 2 and all(len(i) >= 16 for i in ids)
+    assert access_log_entries(server.gunicorn, first.headers["X-Request-ID"])
+
+
+def test_nginx_answers_json_when_the_app_is_down():
+    nginx = start_nginx(upstream_port=free_port())  # nothing listens there
+    try:
+        response = requests.get(f"{nginx.url}/health", timeout=10)
+    finally:
+        nginx.stop()
+    assert response.status_code == 503
+    assert response.json() == {"error": "upstream_unavailable"}
+    assert response.headers["Content-Type"] == "application/json"
