@@ -4,7 +4,7 @@ import logging
 
 from flask import Flask
 
-from booking import bookings, cli, events, health
+from booking import bookings, cli, events, health, metrics, openapi
 from booking.config import Config
 from booking.db import Database
 from booking.errors import register_error_handlers
@@ -25,6 +25,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(bookings.bp)
     app.register_blueprint(events.bp)
+    metrics.init_app(app)
+    app.register_blueprint(openapi.bp)
     cli.register_commands(app)
     return app
 

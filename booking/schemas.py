@@ -29,10 +29,20 @@ def _printable_text(value: str) -> None:
         raise ValidationError("Must not contain control characters.")
 
 
+# _printable_text as a JSON Schema pattern, for the OpenAPI description: no control
+# character (Cc) anywhere and at least one character that is not whitespace.
+PRINTABLE_TEXT_PATTERN = (
+    r"^[^\x00-\x1f\x7f-\x9f]*"
+    r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    r"[^\x00-\x1f\x7f-\x9f]*$"
+)
+
+
 def Text(max_length: int) -> fields.String:
     return fields.String(
         required=True,
         validate=[validate.Length(min=1, max=max_length), _printable_text],
+        metadata={"pattern": PRINTABLE_TEXT_PATTERN},
     )
 
 
@@ -58,6 +68,84 @@ class EventListQuerySchema(Schema):
 
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
+
+
+# Response bodies. The views build their JSON themselves; these schemas describe it in
+# /openapi.json, and the schemathesis tests hold every live response to them.
+
+
+class ResponseSchema(Schema):
+    class Meta:
+        unknown = RAISE  # additionalProperties: false, so an extra field is a contradiction
+
+
+def Timestamp(**kwargs: Any) -> fields.String:
+    return fields.String(
+        required=True,
+        metadata={
+            "format": "date-time",
+            "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+            "example": "2025-10-13T12:34:56.000Z",
+        },
+        **kwargs,
+    )
+
+
+def Id() -> fields.Integer:
+    return fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_INT))
+
+
+class BookingSchema(ResponseSchema):
+    booking_id = Id()
+    event_id = Id()
+    user_id = fields.String(required=True)
+    created_at = Timestamp()
+
+
+class CancelledBookingSchema(BookingSchema):
+    cancelled_at = Timestamp()
+
+
+class BookingStatusSchema(BookingSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["active", "cancelled"]))
+    cancelled_at = Timestamp(allow_none=True)
+
+
+class AvailabilitySchema(ResponseSchema):
+    event_id = Id()
+    total_seats = fields.Integer(required=True, validate=validate.Range(min=0))
+    booked = fields.Integer(required=True, validate=validate.Range(min=0))
+    left = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class EventSchema(AvailabilitySchema):
+    name = fields.String(required=True)
+
+
+class EventListSchema(ResponseSchema):
+    events = fields.List(fields.Nested(EventSchema), required=True)
+    next_after = fields.Integer(required=True, allow_none=True)
+
+
+class ErrorSchema(ResponseSchema):
+    error = fields.String(required=True, metadata={"description": "A stable error code."})
+
+
+class ValidationErrorSchema(ErrorSchema):
+    details = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "The messages for each field ('_body': the body itself)."},
+    )
+
+
+class StatusSchema(ResponseSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "ready"]))
+
+
+class NotReadySchema(ResponseSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["not_ready"]))
+    reason = fields.String(required=True, validate=validate.OneOf(["db"]))
 
 
 def _reject_constant(name: str) -> None:

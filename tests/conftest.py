@@ -170,8 +170,8 @@ class Gunicorn:
             try:
                 if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or workers still booting on a busy machine
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text()}")
 
