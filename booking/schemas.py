@@ -38,11 +38,11 @@ PRINTABLE_TEXT_PATTERN = (
 )
 
 
-def Text(max_length: int) -> fields.String:
+def Text(max_length: int, example: str) -> fields.String:
     return fields.String(
         required=True,
         validate=[validate.Length(min=1, max=max_length), _printable_text],
-        metadata={"pattern": PRINTABLE_TEXT_PATTERN},
+        metadata={"pattern": PRINTABLE_TEXT_PATTERN, "example": example},
     )
 
 
@@ -50,16 +50,20 @@ class BookingRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    event_id = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_INT))
-    user_id = Text(255)
+    event_id = StrictInteger(
+        required=True, validate=validate.Range(min=1, max=MAX_INT), metadata={"example": 1}
+    )
+    user_id = Text(255, example="alice")
 
 
 class EventCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    name = Text(200)
-    total_seats = StrictInteger(required=True, validate=validate.Range(min=0, max=1_000_000))
+    name = Text(200, example="Opening night")
+    total_seats = StrictInteger(
+        required=True, validate=validate.Range(min=0, max=1_000_000), metadata={"example": 100}
+    )
 
 
 class EventListQuerySchema(Schema):
@@ -91,14 +95,22 @@ def Timestamp(**kwargs: Any) -> fields.String:
     )
 
 
-def Id() -> fields.Integer:
-    return fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_INT))
+def Id(example: int) -> fields.Integer:
+    return fields.Integer(
+        required=True, validate=validate.Range(min=1, max=MAX_INT), metadata={"example": example}
+    )
+
+
+def Count(example: int) -> fields.Integer:
+    return fields.Integer(
+        required=True, validate=validate.Range(min=0), metadata={"example": example}
+    )
 
 
 class BookingSchema(ResponseSchema):
-    booking_id = Id()
-    event_id = Id()
-    user_id = fields.String(required=True)
+    booking_id = Id(example=42)
+    event_id = Id(example=1)
+    user_id = fields.String(required=True, metadata={"example": "alice"})
     created_at = Timestamp()
 
 
@@ -112,14 +124,14 @@ class BookingStatusSchema(BookingSchema):
 
 
 class AvailabilitySchema(ResponseSchema):
-    event_id = Id()
-    total_seats = fields.Integer(required=True, validate=validate.Range(min=0))
-    booked = fields.Integer(required=True, validate=validate.Range(min=0))
-    left = fields.Integer(required=True, validate=validate.Range(min=0))
+    event_id = Id(example=1)
+    total_seats = Count(example=100)
+    booked = Count(example=58)
+    left = Count(example=42)
 
 
 class EventSchema(AvailabilitySchema):
-    name = fields.String(required=True)
+    name = fields.String(required=True, metadata={"example": "Opening night"})
 
 
 class EventListSchema(ResponseSchema):
@@ -135,7 +147,10 @@ class ValidationErrorSchema(ErrorSchema):
     details = fields.Dict(
         keys=fields.String(),
         values=fields.List(fields.String()),
-        metadata={"description": "The messages for each field ('_body': the body itself)."},
+        metadata={
+            "description": "The messages for each field ('_body': the body itself).",
+            "example": {"user_id": ["Must not be blank."]},
+        },
     )
 
 
