@@ -23,7 +23,7 @@ FUZZ = [
     for mode in GenerationMode
     if mode.is_positive or "parameters" in operation or "requestBody" in operation
 ]
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 30
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
