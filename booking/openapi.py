@@ -311,7 +311,10 @@ def _flask_path(rule: str) -> str:
 
 
 def _paths(app: Flask) -> dict[str, dict[str, dict]]:
-    """Every route of the app with its operation; an undescribed route is an error."""
+    """Every route of the app with its operation; a route and a description must pair up."""
+    routeless = set(OPERATIONS) - {rule.endpoint for rule in app.url_map.iter_rules()}
+    if routeless:
+        raise LookupError(f"described but not routed: {sorted(routeless)}")
     paths: dict[str, dict[str, dict]] = {}
     for rule in app.url_map.iter_rules():
         if rule.endpoint in UNDOCUMENTED:
