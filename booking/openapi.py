@@ -259,8 +259,12 @@ OPERATIONS: dict[str, dict[str, dict]] = {
             "summary": "Prometheus metrics, summed over all gunicorn workers",
             "responses": {
                 "200": {
-                    "description": "Prometheus text exposition format.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                    "description": "Prometheus text format; OpenMetrics when the Accept"
+                    " header asks for it.",
+                    "content": {
+                        "text/plain": {"schema": {"type": "string"}},
+                        "application/openmetrics-text": {"schema": {"type": "string"}},
+                    },
                 },
                 **INTERNAL_ERROR,
             },
