@@ -36,6 +36,11 @@ def test_the_live_spec_is_the_one_built_from_the_schemas(server):
     assert requests.get(f"{server.url}/openapi.json", timeout=10).json() == SPEC
 
 
+def test_the_spec_is_valid_openapi_3(live_schema):
+    assert SPEC["openapi"].startswith("3.")
+    live_schema.validate()  # against the OpenAPI 3.0 JSON Schema
+
+
 def test_every_route_of_the_contract_is_described():
     described = {(method, path) for method, path in OPERATIONS}
     assert described == {
