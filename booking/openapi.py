@@ -1,8 +1,8 @@
 """GET /openapi.json and GET /docs: the API described from the schemas the views validate with.
 
 Request bodies and query strings are the very marshmallow schemas the views load; paths come
-from the app's URL map, so a route added without a description here makes the spec fail to
-build (and the tests with it) instead of drifting silently.
+from the app's URL map, so a route without a description here (or a description without a
+route) makes the spec fail to build, and the tests with it, instead of drifting silently.
 """
 
 import re
