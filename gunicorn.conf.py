@@ -6,6 +6,9 @@ Environment: PORT (3000), HOST (0.0.0.0; 127.0.0.1 behind nginx), WEB_CONCURRENC
 
 import multiprocessing
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
@@ -44,3 +47,33 @@ control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 logger_class = "booking.logs.GunicornLogger"
+
+# --- Metrics across workers (booking/metrics.py) ------------------------------------------
+# Each worker writes its Prometheus samples under PROMETHEUS_MULTIPROC_DIR and GET /metrics
+# sums them. The directory must exist before the app is imported and start empty, or the
+# counters of a previous run would carry over; a dead worker's live gauges are dropped.
+METRICS_DIR_PREFIX = "booking-metrics-"
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
+
+
+def on_starting(server):
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    if metrics_dir.parent == Path(tempfile.gettempdir()) and metrics_dir.name.startswith(
+        METRICS_DIR_PREFIX
+    ):
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -3,7 +3,7 @@
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from booking import bookings, cli, events, health, limits, logs
+from booking import bookings, cli, events, health, limits, logs, metrics, openapi
 from booking.config import Config
 from booking.db import Database
 from booking.errors import register_error_handlers
@@ -29,6 +29,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(bookings.bp)
     app.register_blueprint(events.bp)
+    metrics.init_app(app)
+    app.register_blueprint(openapi.bp)
     cli.register_commands(app)
     return app
 

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from booking import idempotency, queries
+from booking import idempotency, metrics, queries
 from booking.db import get_db
 from booking.errors import ApiError
 from booking.schemas import BookingRequestSchema, load_json_body, parse_id
@@ -19,6 +19,7 @@ def _change_seat(query: str) -> Response:
     status, body, replayed = get_db().fetch_one(
         query, (data["event_id"], data["user_id"], key, fingerprint, ttl)
     )
+    metrics.record_outcome(status, body, replayed)
     response = jsonify(body)
     response.status_code = status
     if status == 201:

@@ -23,6 +23,8 @@ class Config:
     db_connect_timeout_s: int = 3
     max_content_length: int = 16 * 1024
     data_dir: str = ".data"
+    # Set by gunicorn.conf.py: where every worker writes its metrics (see booking.metrics).
+    prometheus_multiproc_dir: str | None = None
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -37,4 +39,5 @@ class Config:
             db_statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 5000),
             db_connect_timeout_s=_int("DB_CONNECT_TIMEOUT_S", 3),
             data_dir=os.environ.get("DATA_DIR") or ".data",
+            prometheus_multiproc_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
         )

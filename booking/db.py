@@ -18,7 +18,7 @@ import psycopg2
 import psycopg2.extensions
 from flask import current_app
 
-from booking import queries
+from booking import metrics, queries
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Database:
             self.close()
         if self._conn is None:
             self._conn = self._connect()
+            metrics.DB_CONNECTIONS.inc()
         return self._conn
 
     def close(self) -> None:
@@ -60,6 +61,7 @@ class Database:
                 self._conn.close()
             finally:
                 self._conn = None
+                metrics.DB_CONNECTIONS.dec()
 
     @contextmanager
     def cursor(self) -> Iterator[psycopg2.extensions.cursor]:
@@ -71,6 +73,7 @@ class Database:
             # Covers a dead server, a terminated backend and statement_timeout alike.
             # The connection may be in any state now: start afresh next time.
             log.warning("database unavailable: %s", str(exc).strip())
+            metrics.DB_ERRORS.inc()
             self.close()
             raise DatabaseUnavailable(str(exc)) from exc
 

@@ -29,10 +29,20 @@ def _printable_text(value: str) -> None:
         raise ValidationError("Must not contain control characters.")
 
 
-def Text(max_length: int) -> fields.String:
+# _printable_text as a JSON Schema pattern, for the OpenAPI description: no control
+# character (Cc) anywhere and at least one character that is not whitespace.
+PRINTABLE_TEXT_PATTERN = (
+    r"^[^\x00-\x1f\x7f-\x9f]*"
+    r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    r"[^\x00-\x1f\x7f-\x9f]*$"
+)
+
+
+def Text(max_length: int, example: str) -> fields.String:
     return fields.String(
         required=True,
         validate=[validate.Length(min=1, max=max_length), _printable_text],
+        metadata={"pattern": PRINTABLE_TEXT_PATTERN, "example": example},
     )
 
 
@@ -40,16 +50,20 @@ class BookingRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    event_id = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_INT))
-    user_id = Text(255)
+    event_id = StrictInteger(
+        required=True, validate=validate.Range(min=1, max=MAX_INT), metadata={"example": 1}
+    )
+    user_id = Text(255, example="alice")
 
 
 class EventCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    name = Text(200)
-    total_seats = StrictInteger(required=True, validate=validate.Range(min=0, max=1_000_000))
+    name = Text(200, example="Opening night")
+    total_seats = StrictInteger(
+        required=True, validate=validate.Range(min=0, max=1_000_000), metadata={"example": 100}
+    )
 
 
 class EventListQuerySchema(Schema):
@@ -58,6 +72,95 @@ class EventListQuerySchema(Schema):
 
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
+
+
+# Response bodies. The views build their JSON themselves; these schemas describe it in
+# /openapi.json, and the schemathesis tests hold every live response to them.
+
+
+class ResponseSchema(Schema):
+    class Meta:
+        unknown = RAISE  # additionalProperties: false, so an extra field is a contradiction
+
+
+def Timestamp(**kwargs: Any) -> fields.String:
+    return fields.String(
+        required=True,
+        metadata={
+            "format": "date-time",
+            "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+            "example": "2025-10-13T12:34:56.000Z",
+        },
+        **kwargs,
+    )
+
+
+def Id(example: int) -> fields.Integer:
+    return fields.Integer(
+        required=True, validate=validate.Range(min=1, max=MAX_INT), metadata={"example": example}
+    )
+
+
+def Count(example: int) -> fields.Integer:
+    return fields.Integer(
+        required=True, validate=validate.Range(min=0), metadata={"example": example}
+    )
+
+
+class BookingSchema(ResponseSchema):
+    booking_id = Id(example=42)
+    event_id = Id(example=1)
+    user_id = fields.String(required=True, metadata={"example": "alice"})
+    created_at = Timestamp()
+
+
+class CancelledBookingSchema(BookingSchema):
+    cancelled_at = Timestamp()
+
+
+class BookingStatusSchema(BookingSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["active", "cancelled"]))
+    cancelled_at = Timestamp(allow_none=True)
+
+
+class AvailabilitySchema(ResponseSchema):
+    event_id = Id(example=1)
+    total_seats = Count(example=100)
+    booked = Count(example=58)
+    left = Count(example=42)
+
+
+class EventSchema(AvailabilitySchema):
+    name = fields.String(required=True, metadata={"example": "Opening night"})
+
+
+class EventListSchema(ResponseSchema):
+    events = fields.List(fields.Nested(EventSchema), required=True)
+    next_after = fields.Integer(required=True, allow_none=True)
+
+
+class ErrorSchema(ResponseSchema):
+    error = fields.String(required=True, metadata={"description": "A stable error code."})
+
+
+class ValidationErrorSchema(ErrorSchema):
+    details = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={
+            "description": "The messages for each field ('_body': the body itself).",
+            "example": {"user_id": ["Must not be blank."]},
+        },
+    )
+
+
+class StatusSchema(ResponseSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "ready"]))
+
+
+class NotReadySchema(ResponseSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["not_ready"]))
+    reason = fields.String(required=True, validate=validate.OneOf(["db"]))
 
 
 def _reject_constant(name: str) -> None:

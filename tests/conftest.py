@@ -160,7 +160,11 @@ class Gunicorn:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_until_serving()
+        try:
+            self.wait_until_serving()
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
 
     def wait_until_serving(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -170,8 +174,8 @@ class Gunicorn:
             try:
                 if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
-            except (requests.ConnectionError, requests.Timeout):  # workers still booting
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or workers still booting on a busy machine
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text()}")
 

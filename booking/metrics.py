@@ -1,0 +1,99 @@
+"""Prometheus metrics: requests, latency, booking outcomes and the database connection.
+
+Under gunicorn every worker is a process of its own, so gunicorn.conf.py points
+PROMETHEUS_MULTIPROC_DIR at a directory emptied when the master starts: each worker writes
+its samples there and GET /metrics, whichever worker answers, sums them all. Without it
+(`flask run`, the in-process test client) the samples live in the process as usual.
+"""
+
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+)
+from prometheus_client.exposition import choose_encoder
+
+bp = Blueprint("metrics", __name__)
+
+# Anything else a client sends is counted as "other", so labels stay few.
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+REQUESTS = Counter(
+    "http_requests", "HTTP requests answered, by route and status.", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time from the start of the request to its response, by route.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BOOKINGS_MADE = Counter("bookings_made", "Seats booked (idempotent replays not counted).")
+BOOKINGS_CANCELLED = Counter("bookings_cancelled", "Seats given back (replays not counted).")
+BOOKINGS_REFUSED = Counter(
+    "bookings_refused",
+    "Reserve or cancel requests that reached PostgreSQL and were refused, by reason.",
+    ["action", "reason"],
+)
+BOOKINGS_REPLAYED = Counter(
+    "bookings_replayed", "Stored outcomes replayed for a repeated Idempotency-Key.", ["action"]
+)
+DB_CONNECTIONS = Gauge(
+    "db_connections_open",
+    "Open PostgreSQL connections, per worker process (pid label under gunicorn).",
+    multiprocess_mode="liveall",
+)
+DB_ERRORS = Counter(
+    "db_errors", "Database calls that failed for want of PostgreSQL (each one a 503)."
+)
+
+
+def record_outcome(status: int, body: dict, replayed: bool) -> None:
+    """Count what a reserve or cancel did; called with the booking function's result."""
+    action = request.endpoint.rpartition(".")[2] if request.endpoint else "unknown"
+    if replayed:
+        BOOKINGS_REPLAYED.labels(action).inc()
+    elif status == 201:
+        BOOKINGS_MADE.inc()
+    elif status == 200:
+        BOOKINGS_CANCELLED.inc()
+    else:
+        BOOKINGS_REFUSED.labels(action, body.get("error", "unknown")).inc()
+
+
+def _start_timer() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _record_request(response: Response) -> Response:
+    method = request.method if request.method in METHODS else "other"
+    # The URL rule, not the path: /api/events/{id} is one series, not one per id.
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    REQUESTS.labels(method, route, str(response.status_code)).inc()
+    started = g.pop("metrics_started", None)
+    if started is not None:
+        LATENCY.labels(method, route).observe(time.perf_counter() - started)
+    return response
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    if current_app.config["BOOKING"].prometheus_multiproc_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    # Prometheus text by default, OpenMetrics when the scraper asks for it.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(registry), content_type=content_type)
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start_timer)
+    app.after_request(_record_request)
+    app.register_blueprint(bp)

@@ -1,0 +1,93 @@
+"""The OpenAPI description: complete, valid, and every live response keeps to it."""
+
+import pytest
+import requests
+import schemathesis
+from conftest import ADMIN_TOKEN
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from booking import create_app
+from booking.config import Config
+from booking.openapi import build_spec
+
+# The spec as the code builds it (no database needed): it names the operations to fuzz.
+SPEC = build_spec(create_app(Config(database_url="postgresql://127.0.0.1:1/unused")))
+OPERATIONS = [(method.upper(), path) for path, item in SPEC["paths"].items() for method in item]
+# Valid input for every operation; invalid input for those with a parameter or a body.
+FUZZ = [
+    pytest.param(method.upper(), path, mode, id=f"{method.upper()} {path} {mode.value}")
+    for path, item in SPEC["paths"].items()
+    for method, operation in item.items()
+    for mode in GenerationMode
+    if mode.is_positive or "parameters" in operation or "requestBody" in operation
+]
+EXAMPLES_PER_OPERATION = 30
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def live_schema(server):
+    return schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+
+
+def test_the_live_spec_is_the_one_built_from_the_schemas(server):
+    assert requests.get(f"{server.url}/openapi.json", timeout=10).json() == SPEC
+
+
+def test_the_spec_is_valid_openapi_3(live_schema):
+    assert SPEC["openapi"].startswith("3.")
+    live_schema.validate()  # against the OpenAPI 3.0 JSON Schema
+
+
+def test_every_route_of_the_contract_is_described():
+    described = {(method, path) for method, path in OPERATIONS}
+    assert described == {
+        ("POST", "/api/bookings/reserve"),
+        ("POST", "/api/bookings/cancel"),
+        ("GET", "/api/bookings/{booking_id}"),
+        ("GET", "/api/events"),
+        ("POST", "/api/events"),
+        ("GET", "/api/events/{event_id}"),
+        ("GET", "/api/events/{event_id}/availability"),
+        ("GET", "/health"),
+        ("GET", "/ready"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+    }
+
+
+def test_a_route_without_a_description_fails_the_build(config):
+    app = create_app(config)
+
+    @app.get("/undescribed")
+    def undescribed():
+        return {}
+
+    with pytest.raises(LookupError, match="GET /undescribed"):
+        build_spec(app)
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), FUZZ)
+def test_live_responses_keep_to_the_spec(live_schema, method, path, mode):
+    """No 5xx, no undocumented status, header or body, valid input accepted, invalid refused."""
+    operation = live_schema[path][method]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def check(case):
+        response = case.call(headers=AUTH, timeout=10)
+        # A valid request can still meet a key used before for another body: that 422
+        # depends on history, not on the input, so it is no refusal of valid data.
+        reused = response.status_code == 422 and "idempotency_key_reused" in response.text
+        excluded = [positive_data_acceptance] if reused else []
+        case.validate_response(response, headers=AUTH, excluded_checks=excluded)
+
+    check()
