@@ -1,0 +1,708 @@
+"""`make bench`: the booking service under load, next to PostgreSQL alone.
+
+Starts gunicorn the way `make run` does (gunicorn.conf.py, its default worker count) on a
+fresh, migrated database, then per run:
+
+  health  GET /health: the ceiling of wrk + gunicorn on this machine
+  (a)     one hot event, 64 concurrent clients, a distinct user per request
+  (b)     bookings spread over 1,000 events
+  (c)     availability reads over those 1,000 events
+  (d)     the hot event again at 90% full (100,000 seats, 90,000 booked in bulk first)
+  pgbench the same reserve_seat() call straight to PostgreSQL, 64 clients, empty and 90%
+
+After every scenario the database invariants are checked and the run stops with a
+non-zero exit when one breaks. Before the load, a wire-level proxy counts the round trips
+to PostgreSQL of each kind of request. Figures are medians over the runs; ratios are taken
+within each run, then their median is shown.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.sql
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.wire import WireCounter  # noqa: E402
+from booking import queries  # noqa: E402
+from booking.cli import apply_migrations  # noqa: E402
+
+HOT_SEATS = 100_000
+PREFILLED = 90_000
+SPREAD_EVENTS = 1_000
+
+
+class InvariantBroken(Exception):
+    pass
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    statuses: Counter = field(default_factory=Counter)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- database
+
+
+def server_url() -> str:
+    """The server `make run` would use: DATABASE_URL, or the embedded one under .data/."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from booking import embedded
+
+    return embedded.database_url(ROOT / ".data")
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def admin(url: str, statement: str, name: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        sql = psycopg2.sql.SQL(statement).format(psycopg2.sql.Identifier(name))
+        conn.cursor().execute(sql)
+    finally:
+        conn.close()
+
+
+def connect(url: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    return conn
+
+
+def one(conn, query: str, params: object = None) -> tuple:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchone()
+
+
+def create_events(conn, count: int, seats: int, name: str) -> list[int]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO events (name, total_seats) "
+            "SELECT %s, %s FROM generate_series(1, %s) RETURNING id",
+            (name, seats, count),
+        )
+        ids = sorted(row[0] for row in cur.fetchall())
+    assert ids[-1] - ids[0] + 1 == count, "event ids must be consecutive"
+    return ids
+
+
+def prefill(conn, event_id: int, count: int) -> None:
+    """Book `count` seats in one statement, as a bulk import would.
+
+    The per-row counter trigger would update the same event_seats row `count` times in one
+    transaction; instead it is switched off for this one transaction and the counter is set
+    once. ALTER TABLE is transactional: on any failure the trigger is back as it was.
+    """
+    with conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("ALTER TABLE bookings DISABLE TRIGGER bookings_count_seats")
+        cur.execute(
+            "INSERT INTO bookings (event_id, user_id) "
+            "SELECT %s, 'prefill-' || n FROM generate_series(1, %s) AS n",
+            (event_id, count),
+        )
+        cur.execute(
+            "UPDATE event_seats SET booked = booked + %s WHERE event_id = %s", (count, event_id)
+        )
+        cur.execute("ALTER TABLE bookings ENABLE TRIGGER bookings_count_seats")
+        cur.execute("COMMIT")
+    conn.cursor().execute("ANALYZE bookings")
+
+
+def checkpoint(conn) -> None:
+    """Flush the bulk load now, so its writes do not land in a measured scenario."""
+    with contextlib.suppress(psycopg2.errors.InsufficientPrivilege):
+        conn.cursor().execute("CHECKPOINT")
+
+
+def booked_rows(conn, event_ids: list[int]) -> int:
+    return one(
+        conn,
+        "SELECT count(*) FROM bookings WHERE event_id BETWEEN %s AND %s",
+        (event_ids[0], event_ids[-1]),
+    )[0]
+
+
+INVARIANTS = {
+    "an event is over capacity": """
+        SELECT e.id FROM events e
+        LEFT JOIN (SELECT event_id, count(*) AS n FROM bookings GROUP BY event_id) b
+               ON b.event_id = e.id
+        JOIN event_seats s ON s.event_id = e.id
+        WHERE coalesce(b.n, 0) > e.total_seats OR s.booked > e.total_seats
+        LIMIT 5""",
+    "a user holds two seats for one event": """
+        SELECT event_id, user_id FROM bookings
+        GROUP BY event_id, user_id HAVING count(*) > 1
+        LIMIT 5""",
+    "event_seats.booked differs from count(*) of bookings": """
+        SELECT e.id FROM events e
+        LEFT JOIN event_seats s ON s.event_id = e.id
+        LEFT JOIN (SELECT event_id, count(*) AS n FROM bookings GROUP BY event_id) b
+               ON b.event_id = e.id
+        WHERE s.booked IS DISTINCT FROM coalesce(b.n, 0)
+        LIMIT 5""",
+}
+
+
+def check_invariants(conn, scenario: str, created: int, acknowledged: int, source: str) -> None:
+    """Fail loudly when the database breaks a promise of the API."""
+    problems = []
+    for broken, query in INVARIANTS.items():
+        with conn.cursor() as cur:
+            cur.execute(query)
+            if rows := cur.fetchall():
+                problems.append(f"{broken}: {rows}")
+    if created != acknowledged:
+        problems.append(f"{created} rows created but {acknowledged} successes ({source})")
+    if problems:
+        raise InvariantBroken(f"{scenario}: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------- processes
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "python": platform.python_version(),
+        "wrk": wrk_version.split("[")[0].strip(),
+    }
+
+
+def ensure_programs() -> None:
+    if shutil.which("wrk") is None:
+        print("wrk is missing: installing the Debian package", flush=True)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "update", "-q"], check=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=True)
+    if shutil.which("pgbench") is None:
+        sys.exit("pgbench is missing: install postgresql-client (or contrib) to run the bench")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    """gunicorn as `make run` starts it, bound to loopback, its log in a file."""
+
+    def __init__(self, database_url: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        env["DATABASE_URL"] = database_url
+        env.pop("RATE_LIMIT", None)  # the bench measures the booking path, not the limiter
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while not self._healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def workers(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def statuses_logged(self, offset: int) -> tuple[Counter, int]:
+        """Status counts of the access-log lines after byte `offset`, and the new offset."""
+        statuses: Counter = Counter()
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            data = log.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        for line in complete.splitlines():
+            if line.startswith(b'{"time"'):
+                statuses[json.loads(line)["status"]] += 1
+        return statuses, offset + len(complete)
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def wait_quiet(self, quiet_for: float = 1.0, timeout: float = 30) -> None:
+        """Wait until the requests still queued when the client stopped have been served."""
+        deadline = time.monotonic() + timeout
+        size, since = self.log_size(), time.monotonic()
+        while time.monotonic() - since < quiet_for:
+            if time.monotonic() > deadline:
+                raise RuntimeError("gunicorn kept logging requests after the load stopped")
+            time.sleep(0.1)
+            if (new_size := self.log_size()) != size:
+                size, since = new_size, time.monotonic()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def process_cpu_seconds(pid: int, with_reaped_children: bool) -> float:
+    """utime + stime of a process (plus its reaped children), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if with_reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(parent: int) -> float:
+    """CPU of a parent, its live children and every child it has reaped."""
+    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True)
+    children = [int(pid) for pid in out.stdout.split()]
+    return process_cpu_seconds(parent, True) + sum(
+        process_cpu_seconds(pid, False) for pid in children
+    )
+
+
+class CpuMeter:
+    """CPU spent by the service, PostgreSQL and the load generator during one scenario."""
+
+    def __init__(self, service: Service, postmaster: int | None) -> None:
+        self.service = service
+        self.postmaster = postmaster
+
+    def sample(self) -> dict[str, float]:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "gunicorn": tree_cpu_seconds(self.service.proc.pid),
+            "postgres": tree_cpu_seconds(self.postmaster) if self.postmaster else 0.0,
+            "client": usage.ru_utime + usage.ru_stime,
+        }
+
+    @staticmethod
+    def per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+        return {key: (after[key] - before[key]) * 1000 / max(requests, 1) for key in before}
+
+
+# ---------------------------------------------------------------- load
+
+
+def run_wrk(service: Service, args: argparse.Namespace, *script_args: object) -> dict:
+    command = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "scenario.lua"),
+        service.url,
+        "--",
+        *map(str, script_args),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def wrk_scenario(
+    name: str,
+    service: Service,
+    meter: CpuMeter,
+    conn,
+    args: argparse.Namespace,
+    kind: str,
+    event_ids: list[int],
+) -> Result:
+    """Run wrk, let the queued requests finish, check the invariants, return the figures."""
+    before_rows = booked_rows(conn, event_ids)
+    offset = service.log_size()
+    cpu_before = meter.sample()
+    tag = uuid.uuid4().hex[:8]
+    report = run_wrk(service, args, kind, event_ids[0], len(event_ids), tag)
+    service.wait_quiet()
+    cpu = CpuMeter.per_request(cpu_before, meter.sample(), report["requests"])
+    served, _ = service.statuses_logged(offset)
+    client = Counter({int(status): n for status, n in report["statuses"].items()})
+    if report["socket_errors"]:
+        client["socket errors"] = report["socket_errors"]
+    created = booked_rows(conn, event_ids) - before_rows
+    check_invariants(conn, name, created, served[201], "201s in the access log")
+    if client[201] > served[201]:
+        raise InvariantBroken(f"{name}: the client saw more 201s than the service sent")
+    seconds = report["duration_us"] / 1e6
+    return Result(
+        rps=report["requests"] / seconds,
+        p50_ms=report["p50_us"] / 1000,
+        p99_ms=report["p99_us"] / 1000,
+        statuses=client,
+        cpu_ms=cpu,
+    )
+
+
+def pgbench_scenario(
+    name: str, database_url: str, meter: CpuMeter, conn, args, event_id: int, workdir: Path
+) -> Result:
+    """The same reserve_seat() call from pgbench, one autocommit call per transaction."""
+    before_rows = booked_rows(conn, [event_id])
+    logdir = Path(tempfile.mkdtemp(dir=workdir))
+    command = [
+        "pgbench",
+        "--no-vacuum",
+        f"--client={args.connections}",
+        f"--jobs={args.threads}",
+        f"--time={args.duration}",
+        f"--file={BENCH / 'reserve.sql'}",
+        f"--define=event_id={event_id}",
+        "--log",
+        f"--log-prefix={logdir / 'tx'}",
+        database_url,
+    ]
+    cpu_before = meter.sample()
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=logdir).stdout
+    latencies = sorted(
+        int(line.split()[2]) for path in logdir.iterdir() for line in path.read_text().splitlines()
+    )
+    tps = float(next(line for line in out.splitlines() if line.startswith("tps")).split()[2])
+    cpu = CpuMeter.per_request(cpu_before, meter.sample(), len(latencies))
+    cpu["gunicorn"] = 0.0  # the service is idle meanwhile
+    created = booked_rows(conn, [event_id]) - before_rows
+    check_invariants(conn, name, created, len(latencies), "pgbench transactions")
+    return Result(
+        rps=tps,
+        p50_ms=percentile(latencies, 50) / 1000,
+        p99_ms=percentile(latencies, 99) / 1000,
+        statuses=Counter({"201 (rows)": created}),
+        cpu_ms=cpu,
+    )
+
+
+def percentile(sorted_values: list[int], pct: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, int(len(sorted_values) * pct / 100))
+    return sorted_values[index]
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def count_round_trips(database_url: str, workdir: Path, per_phase: int = 50) -> list[tuple]:
+    """Round trips to PostgreSQL per request, counted on the wire through a proxy."""
+    wire = WireCounter(database_url)
+    service = Service(wire.dsn, workdir / "gunicorn-wire.log")
+    conn = connect(database_url)
+    try:
+        event_id = create_events(conn, 1, HOT_SEATS, "round trips")[0]
+        # Every worker opens its connection before counting starts.
+        _overlap(lambda: _request(service, "GET", f"/api/events/{event_id}"), 200)
+
+        def reserve(i: int, key: str | None = None, user: str = "plain") -> None:
+            body = {"event_id": event_id, "user_id": f"{user}-{i}"}
+            _request(service, "POST", "/api/bookings/reserve", body, key)
+
+        phases = [
+            ("POST /api/bookings/reserve", lambda i: reserve(i)),
+            (
+                "POST /api/bookings/reserve + Idempotency-Key (first)",
+                lambda i: reserve(i, key=f"key-{i}", user="idem"),
+            ),
+            (
+                "POST /api/bookings/reserve + Idempotency-Key (replay)",
+                lambda i: reserve(i, key=f"key-{i}", user="idem"),
+            ),
+            (
+                "GET /api/events/<id>/availability",
+                lambda i: _request(service, "GET", f"/api/events/{event_id}/availability"),
+            ),
+            ("GET /health", lambda i: _request(service, "GET", "/health")),
+        ]
+        rows = []
+        for label, send in phases:
+            trips, connections, statements = wire.count()
+            for i in range(per_phase):
+                send(i)
+            trips2, connections2, statements2 = wire.count()
+            rows.append(
+                (
+                    label,
+                    (trips2 - trips) / per_phase,
+                    connections2 - connections,
+                    statements2 - statements,
+                )
+            )
+        return rows
+    finally:
+        conn.close()
+        service.stop()
+        wire.close()
+
+
+def _request(service: Service, method: str, path: str, body=None, key=None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Idempotency-Key"] = key
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(service.url + path, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _overlap(call, count: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda _: call(), range(count)))
+
+
+# ---------------------------------------------------------------- plans
+
+
+def explain(conn, event_id: int) -> list[str]:
+    """The plans behind one availability read and one booking, at 90,000 booked."""
+    out = []
+    with conn.cursor() as cur:
+        cur.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) " + queries.FIND_EVENT,
+            (event_id,),
+        )
+        out.append("availability: " + " ".join(queries.FIND_EVENT.split()))
+        out += [row[0] for row in cur.fetchall()]
+        cur.execute("BEGIN")
+        cur.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+            + (BENCH / "check_and_insert.sql").read_text(),
+            {"event_id": event_id, "user_id": "explain-user"},
+        )
+        out.append("reserve_seat(): the check-and-insert statement (rolled back)")
+        out += [row[0] for row in cur.fetchall()]
+        cur.execute("ROLLBACK")
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+SCENARIOS = [
+    ("health", "GET /health (load generator + gunicorn ceiling)"),
+    ("a", "(a) hot event, 64 clients"),
+    ("b", "(b) spread over 1,000 events"),
+    ("c", "(c) availability reads"),
+    ("d", "(d) hot event at 90% full"),
+    ("pg_a", "pgbench reserve_seat(), hot event, 64 clients"),
+    ("pg_d", "pgbench reserve_seat(), hot event at 90% full"),
+]
+
+
+def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[str, Result]:
+    spread = create_events(conn, SPREAD_EVENTS, 1_000, f"spread {number}")
+    hot = create_events(conn, 1, HOT_SEATS, f"hot {number}")
+    full = create_events(conn, 1, HOT_SEATS, f"90% full {number}")
+    pg_hot = create_events(conn, 1, HOT_SEATS, f"pgbench hot {number}")
+    pg_full = create_events(conn, 1, HOT_SEATS, f"pgbench 90% full {number}")
+    for event in (full, pg_full):
+        prefill(conn, event[0], PREFILLED)
+    checkpoint(conn)
+    results = {}
+    # (a) and (d) and their pgbench twins run back to back, so the ratios between them
+    # see the same background load.
+    plan = [
+        ("health", lambda: wrk_scenario("health", service, meter, conn, args, "health", hot)),
+        ("a", lambda: wrk_scenario("(a)", service, meter, conn, args, "reserve", hot)),
+        (
+            "pg_a",
+            lambda: pgbench_scenario(
+                "pgbench (a)", database_url, meter, conn, args, pg_hot[0], workdir
+            ),
+        ),
+        ("d", lambda: wrk_scenario("(d)", service, meter, conn, args, "reserve", full)),
+        (
+            "pg_d",
+            lambda: pgbench_scenario(
+                "pgbench (d)", database_url, meter, conn, args, pg_full[0], workdir
+            ),
+        ),
+        ("b", lambda: wrk_scenario("(b)", service, meter, conn, args, "reserve", spread)),
+        ("c", lambda: wrk_scenario("(c)", service, meter, conn, args, "availability", spread)),
+    ]
+    for key, run in plan:
+        results[key] = run()
+        r = results[key]
+        print(
+            f"  run {number} {key:7} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.1f} ms  "
+            f"p99 {r.p99_ms:7.1f} ms  {dict(r.statuses)}",
+            flush=True,
+        )
+    return results
+
+
+def print_table(runs: list[dict[str, Result]]) -> None:
+    def median(key: str, attr: str) -> float:
+        return statistics.median(getattr(run[key], attr) for run in runs)
+
+    print()
+    print(f"Medians of {len(runs)} runs; status counts summed over the runs.")
+    print()
+    print(
+        "| scenario | req/s | p50 ms | p99 ms | statuses | CPU ms/req gunicorn / postgres / client |"
+    )
+    print("|---|--:|--:|--:|---|---|")
+    for key, label in SCENARIOS:
+        statuses: Counter = Counter()
+        for run in runs:
+            statuses.update(run[key].statuses)
+        cpu = " / ".join(
+            f"{statistics.median(run[key].cpu_ms[part] for run in runs):.2f}"
+            for part in ("gunicorn", "postgres", "client")
+        )
+        status_text = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items(), key=str))
+        print(
+            f"| {label} | {median(key, 'rps'):.0f} | {median(key, 'p50_ms'):.1f} "
+            f"| {median(key, 'p99_ms'):.1f} | {status_text} | {cpu} |"
+        )
+    ratios = {
+        "(a) / pgbench hot": [run["a"].rps / run["pg_a"].rps for run in runs],
+        "(d) / (a)": [run["d"].rps / run["a"].rps for run in runs],
+        "pgbench 90% / pgbench empty": [run["pg_d"].rps / run["pg_a"].rps for run in runs],
+        "(a) / health ceiling": [run["a"].rps / run["health"].rps for run in runs],
+    }
+    print()
+    print("Ratios of throughput within each run (median, then every run):")
+    for label, values in ratios.items():
+        each = ", ".join(f"{value:.2f}" for value in values)
+        print(f"  {label:28} {statistics.median(values):.2f}   ({each})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per scenario")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads, pgbench jobs")
+    parser.add_argument("--keep", action="store_true", help="keep the database and logs")
+    args = parser.parse_args()
+
+    ensure_programs()
+    for key, value in machine().items():
+        print(f"{key:8} {value}")
+    server = server_url()
+    name = f"booking_bench_{uuid.uuid4().hex[:12]}"
+    admin(server, "CREATE DATABASE {}", name)
+    database_url = with_database(server, name)
+    workdir = Path(tempfile.mkdtemp(prefix="booking-bench-"))
+    service = None
+    failed = True
+    try:
+        apply_migrations(database_url)
+        conn = connect(database_url)
+        print(f"postgres {one(conn, 'SHOW server_version')[0]}, fresh database {name}")
+
+        print("\nRound trips to PostgreSQL per request, counted on the wire:")
+        for label, trips, connections, statements in count_round_trips(database_url, workdir):
+            shown = ", ".join(f"{n}x {text}" for text, n in statements.items()) or "none"
+            print(f"  {label:55} {trips:.2f}   ({shown}; new connections {connections})")
+
+        service = Service(database_url, workdir / "gunicorn.log")
+        postmaster = _postmaster_pid(conn)
+        meter = CpuMeter(service, postmaster)
+        print(f"\ngunicorn workers: {len(service.workers())}; {args.duration} s per scenario")
+        runs = [
+            one_run(n, service, meter, conn, database_url, args, workdir)
+            for n in range(1, args.runs + 1)
+        ]
+        print_table(runs)
+
+        full_event = one(conn, "SELECT max(id) FROM events WHERE name LIKE '90%% full%%'")[0]
+        print("\nPlans at 90,000+ seats booked:")
+        for line in explain(conn, full_event):
+            print("  " + line)
+        conn.close()
+        failed = False
+    except InvariantBroken as exc:
+        print(f"\nINVARIANT BROKEN: {exc}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if service:
+            service.stop()
+        if args.keep or failed:
+            print(f"\nkept: database {name}, logs in {workdir}", file=sys.stderr)
+        else:
+            admin(server, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _postmaster_pid(conn) -> int | None:
+    """The postmaster of a server on this machine, to account its CPU; None if remote."""
+    backend = one(conn, "SELECT pg_backend_pid()")[0]
+    try:
+        stat = Path(f"/proc/{backend}/stat").read_text()
+    except OSError:
+        return None
+    if "(postgres)" not in stat:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+if __name__ == "__main__":
+    main()
