@@ -32,6 +32,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -399,7 +400,14 @@ def wrk_scenario(
 
 
 def pgbench_scenario(
-    name: str, database_url: str, meter: CpuMeter, conn, args, event_id: int, workdir: Path
+    name: str,
+    database_url: str,
+    meter: CpuMeter,
+    conn,
+    args: argparse.Namespace,
+    event_id: int,
+    clients: int,
+    workdir: Path,
 ) -> Result:
     """The same reserve_seat() call from pgbench, one autocommit call per transaction."""
     before_rows = booked_rows(conn, [event_id])
@@ -407,8 +415,8 @@ def pgbench_scenario(
     command = [
         "pgbench",
         "--no-vacuum",
-        f"--client={args.connections}",
-        f"--jobs={args.threads}",
+        f"--client={clients}",
+        f"--jobs={min(args.threads, clients)}",
         f"--time={args.duration}",
         f"--file={BENCH / 'reserve.sql'}",
         f"--define=event_id={event_id}",
@@ -545,50 +553,57 @@ def explain(conn, event_id: int) -> list[str]:
 
 
 SCENARIOS = [
-    ("health", "GET /health (load generator + gunicorn ceiling)"),
-    ("a", "(a) hot event, 64 clients"),
-    ("b", "(b) spread over 1,000 events"),
+    ("health", "GET /health: wrk + gunicorn ceiling"),
+    ("a", "(a) hot event"),
+    ("b", "(b) bookings over 1,000 events"),
     ("c", "(c) availability reads"),
-    ("d", "(d) hot event at 90% full"),
-    ("pg_a", "pgbench reserve_seat(), hot event, 64 clients"),
-    ("pg_d", "pgbench reserve_seat(), hot event at 90% full"),
+    ("d", "(d) hot event, 90% full"),
+    ("pg_a", "pgbench, hot event"),
+    ("pg_d", "pgbench, hot event, 90% full"),
+    ("pg_w", "pgbench, hot event, 1 client per worker"),
 ]
 
 
 def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[str, Result]:
     spread = create_events(conn, SPREAD_EVENTS, 1_000, f"spread {number}")
-    hot = create_events(conn, 1, HOT_SEATS, f"hot {number}")
-    full = create_events(conn, 1, HOT_SEATS, f"90% full {number}")
-    pg_hot = create_events(conn, 1, HOT_SEATS, f"pgbench hot {number}")
-    pg_full = create_events(conn, 1, HOT_SEATS, f"pgbench 90% full {number}")
+    hot, full, pg_hot, pg_full, pg_workers = (
+        create_events(conn, 1, HOT_SEATS, f"{label} {number}")
+        for label in ("hot", "90% full", "pgbench hot", "pgbench 90% full", "pgbench workers")
+    )
     for event in (full, pg_full):
         prefill(conn, event[0], PREFILLED)
     checkpoint(conn)
-    results = {}
-    # (a) and (d) and their pgbench twins run back to back, so the ratios between them
-    # see the same background load.
-    plan = [
-        ("health", lambda: wrk_scenario("health", service, meter, conn, args, "health", hot)),
-        ("a", lambda: wrk_scenario("(a)", service, meter, conn, args, "reserve", hot)),
-        (
-            "pg_a",
-            lambda: pgbench_scenario(
-                "pgbench (a)", database_url, meter, conn, args, pg_hot[0], workdir
-            ),
-        ),
-        ("d", lambda: wrk_scenario("(d)", service, meter, conn, args, "reserve", full)),
-        (
-            "pg_d",
-            lambda: pgbench_scenario(
-                "pgbench (d)", database_url, meter, conn, args, pg_full[0], workdir
-            ),
-        ),
-        ("b", lambda: wrk_scenario("(b)", service, meter, conn, args, "reserve", spread)),
-        ("c", lambda: wrk_scenario("(c)", service, meter, conn, args, "availability", spread)),
+    workers = len(service.workers())
+
+    def wrk(name: str, kind: str, events: list[int]) -> Callable[[], Result]:
+        return lambda: wrk_scenario(name, service, meter, conn, args, kind, events)
+
+    def pgbench(name: str, event: list[int], clients: int) -> Callable[[], Result]:
+        return lambda: pgbench_scenario(
+            name, database_url, meter, conn, args, event[0], clients, workdir
+        )
+
+    empty = [
+        ("a", wrk("(a)", "reserve", hot)),
+        ("pg_a", pgbench("pgbench (a)", pg_hot, args.connections)),
     ]
+    filled = [
+        ("d", wrk("(d)", "reserve", full)),
+        ("pg_d", pgbench("pgbench (d)", pg_full, args.connections)),
+    ]
+    # The hot-event scenarios run back to back, in turns empty-first and full-first, so
+    # the ratios between them see the same background load and no order bias.
+    hot_scenarios = empty + filled if number % 2 else filled + empty
+    plan = [
+        ("health", wrk("health", "health", hot)),
+        *hot_scenarios,
+        ("pg_w", pgbench("pgbench (workers)", pg_workers, workers)),
+        ("b", wrk("(b)", "reserve", spread)),
+        ("c", wrk("(c)", "availability", spread)),
+    ]
+    results = {}
     for key, run in plan:
-        results[key] = run()
-        r = results[key]
+        results[key] = r = run()
         print(
             f"  run {number} {key:7} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.1f} ms  "
             f"p99 {r.p99_ms:7.1f} ms  {dict(r.statuses)}",
@@ -623,6 +638,7 @@ def print_table(runs: list[dict[str, Result]]) -> None:
         )
     ratios = {
         "(a) / pgbench hot": [run["a"].rps / run["pg_a"].rps for run in runs],
+        "(a) / pgbench hot, 1 per worker": [run["a"].rps / run["pg_w"].rps for run in runs],
         "(d) / (a)": [run["d"].rps / run["a"].rps for run in runs],
         "pgbench 90% / pgbench empty": [run["pg_d"].rps / run["pg_a"].rps for run in runs],
         "(a) / health ceiling": [run["a"].rps / run["health"].rps for run in runs],
@@ -631,13 +647,13 @@ def print_table(runs: list[dict[str, Result]]) -> None:
     print("Ratios of throughput within each run (median, then every run):")
     for label, values in ratios.items():
         each = ", ".join(f"{value:.2f}" for value in values)
-        print(f"  {label:28} {statistics.median(values):.2f}   ({each})")
+        print(f"  {label:32} {statistics.median(values):.2f}   ({each})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per scenario")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=4, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads, pgbench jobs")
     parser.add_argument("--keep", action="store_true", help="keep the database and logs")
@@ -666,7 +682,10 @@ def main() -> None:
         service = Service(database_url, workdir / "gunicorn.log")
         postmaster = _postmaster_pid(conn)
         meter = CpuMeter(service, postmaster)
-        print(f"\ngunicorn workers: {len(service.workers())}; {args.duration} s per scenario")
+        print(
+            f"\ngunicorn workers: {len(service.workers())}; {args.connections} clients "
+            f"(wrk: {args.threads} threads) unless said; {args.duration} s per scenario"
+        )
         runs = [
             one_run(n, service, meter, conn, database_url, args, workdir)
             for n in range(1, args.runs + 1)
