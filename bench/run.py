@@ -8,12 +8,15 @@ fresh, migrated database, then per run:
   (b)     bookings spread over 1,000 events
   (c)     availability reads over those 1,000 events
   (d)     the hot event again at 90% full (100,000 seats, 90,000 booked in bulk first)
-  pgbench the same reserve_seat() call straight to PostgreSQL, 64 clients, empty and 90%
+  pgbench the same reserve_seat() call straight to PostgreSQL on a hot event: 64 clients
+          (empty and 90% full), one client per gunicorn worker, and one client per worker
+          again while wrk loads GET /health (the CPUs shared as they are under (a))
 
 After every scenario the database invariants are checked and the run stops with a
 non-zero exit when one breaks. Before the load, a wire-level proxy counts the round trips
 to PostgreSQL of each kind of request. Figures are medians over the runs; ratios are taken
-within each run, then their median is shown.
+within each run, then their median is shown. `--profile` adds a py-spy summary of one
+worker during the first (a).
 """
 
 import argparse
@@ -45,6 +48,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import profile  # noqa: E402
 from bench.wire import WireCounter  # noqa: E402
 from booking import queries  # noqa: E402
 from booking.cli import apply_migrations  # noqa: E402
@@ -345,8 +349,8 @@ class CpuMeter:
 # ---------------------------------------------------------------- load
 
 
-def run_wrk(service: Service, args: argparse.Namespace, *script_args: object) -> dict:
-    command = [
+def wrk_command(service: Service, args: argparse.Namespace, *script_args: object) -> list[str]:
+    return [
         "wrk",
         f"-t{args.threads}",
         f"-c{args.connections}",
@@ -359,6 +363,10 @@ def run_wrk(service: Service, args: argparse.Namespace, *script_args: object) ->
         "--",
         *map(str, script_args),
     ]
+
+
+def run_wrk(service: Service, args: argparse.Namespace, *script_args: object) -> dict:
+    command = wrk_command(service, args, *script_args)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))
@@ -372,13 +380,20 @@ def wrk_scenario(
     args: argparse.Namespace,
     kind: str,
     event_ids: list[int],
+    profile_dir: Path | None = None,
 ) -> Result:
     """Run wrk, let the queued requests finish, check the invariants, return the figures."""
     before_rows = booked_rows(conn, event_ids)
     offset = service.log_size()
     cpu_before = meter.sample()
     tag = uuid.uuid4().hex[:8]
+    if profile_dir:
+        recorders = profile.record(service.workers()[0], max(1, args.duration - 1), profile_dir)
     report = run_wrk(service, args, kind, event_ids[0], len(event_ids), tag)
+    if profile_dir:
+        print(f"  py-spy, one gunicorn worker during {name}:")
+        for line in profile.report(recorders, profile_dir):
+            print(f"    {line}")
     service.wait_quiet()
     cpu = CpuMeter.per_request(cpu_before, meter.sample(), report["requests"])
     served, _ = service.statuses_logged(offset)
@@ -561,6 +576,7 @@ SCENARIOS = [
     ("pg_a", "pgbench, hot event"),
     ("pg_d", "pgbench, hot event, 90% full"),
     ("pg_w", "pgbench, hot event, 1 client per worker"),
+    ("pg_w_busy", "the same, while wrk loads GET /health"),
 ]
 
 
@@ -575,16 +591,31 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
     checkpoint(conn)
     workers = len(service.workers())
 
-    def wrk(name: str, kind: str, events: list[int]) -> Callable[[], Result]:
-        return lambda: wrk_scenario(name, service, meter, conn, args, kind, events)
+    def wrk(name: str, kind: str, events: list[int], profiled: bool = False) -> Callable:
+        profile_dir = workdir if profiled and args.profile and number == 1 else None
+        return lambda: wrk_scenario(name, service, meter, conn, args, kind, events, profile_dir)
 
     def pgbench(name: str, event: list[int], clients: int) -> Callable[[], Result]:
         return lambda: pgbench_scenario(
             name, database_url, meter, conn, args, event[0], clients, workdir
         )
 
+    def beside_health_load(scenario: Callable[[], Result]) -> Callable[[], Result]:
+        """PostgreSQL alone, but sharing the CPUs with gunicorn as it serves /health."""
+
+        def run() -> Result:
+            load = subprocess.Popen(
+                wrk_command(service, args, "health", 1, 1, "load"), stdout=subprocess.DEVNULL
+            )
+            try:
+                return scenario()
+            finally:
+                load.wait(timeout=args.duration + 30)
+
+        return run
+
     empty = [
-        ("a", wrk("(a)", "reserve", hot)),
+        ("a", wrk("(a)", "reserve", hot, profiled=True)),
         ("pg_a", pgbench("pgbench (a)", pg_hot, args.connections)),
     ]
     filled = [
@@ -598,6 +629,7 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
         ("health", wrk("health", "health", hot)),
         *hot_scenarios,
         ("pg_w", pgbench("pgbench (workers)", pg_workers, workers)),
+        ("pg_w_busy", beside_health_load(pgbench("pgbench (busy)", pg_workers, workers))),
         ("b", wrk("(b)", "reserve", spread)),
         ("c", wrk("(c)", "availability", spread)),
     ]
@@ -639,6 +671,9 @@ def print_table(runs: list[dict[str, Result]]) -> None:
     ratios = {
         "(a) / pgbench hot": [run["a"].rps / run["pg_a"].rps for run in runs],
         "(a) / pgbench hot, 1 per worker": [run["a"].rps / run["pg_w"].rps for run in runs],
+        "pgbench 1 per worker, busy / idle": [
+            run["pg_w_busy"].rps / run["pg_w"].rps for run in runs
+        ],
         "(d) / (a)": [run["d"].rps / run["a"].rps for run in runs],
         "pgbench 90% / pgbench empty": [run["pg_d"].rps / run["pg_a"].rps for run in runs],
         "(a) / health ceiling": [run["a"].rps / run["health"].rps for run in runs],
@@ -657,9 +692,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads, pgbench jobs")
     parser.add_argument("--keep", action="store_true", help="keep the database and logs")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy one worker during the first (a)"
+    )
     args = parser.parse_args()
 
     ensure_programs()
+    if args.profile and not profile.available():
+        sys.exit("--profile needs py-spy: pip install py-spy")
     for key, value in machine().items():
         print(f"{key:8} {value}")
     server = server_url()

@@ -1,0 +1,67 @@
+"""Where one gunicorn worker's time goes under load, from py-spy samples.
+
+Two recordings of the same worker side by side: every sample (wall-clock time, idle
+waits included) and only the samples holding the GIL (time the worker spends running
+Python). Each stack is put in the first bucket whose frame it contains.
+"""
+
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+BUCKETS = [
+    ("PostgreSQL call: lock queue + reserve_seat() + commit", "Database.fetch_one"),
+    ("gunicorn: waiting for the client to close the socket", "close_graceful"),
+    ("gunicorn: sending the response", "Response.write"),
+    ("gunicorn: reading and parsing the request", "Parser.__next__"),
+    ("gunicorn: access log", "Logger.access"),
+    ("JSON body + marshmallow validation", "load_json_body"),
+    ("Flask/werkzeug: routing, request and response objects", "Flask.__call__"),
+    ("gunicorn: waiting for the next connection", "SyncWorker.run_for_one"),
+]
+
+
+def available() -> bool:
+    return shutil.which("py-spy") is not None
+
+
+def start(pid: int, seconds: int, out: Path, only_gil: bool) -> subprocess.Popen:
+    mode = "--gil" if only_gil else "--idle"
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200"]
+        + ["--format", "raw", "--nonblocking", mode, "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def summarize(raw: Path) -> list[tuple[str, float]]:
+    """(bucket, share of samples), largest first; raw is py-spy's 'stack count' lines."""
+    samples: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        bucket = next((label for label, frame in BUCKETS if frame in stack), "other")
+        samples[bucket] += int(count)
+    total = sum(samples.values()) or 1
+    return [(label, n / total) for label, n in samples.most_common()]
+
+
+def record(pid: int, seconds: int, workdir: Path) -> tuple[subprocess.Popen, ...]:
+    return (
+        start(pid, seconds, workdir / "wall.txt", only_gil=False),
+        start(pid, seconds, workdir / "gil.txt", only_gil=True),
+    )
+
+
+def report(recorders: tuple[subprocess.Popen, ...], workdir: Path) -> list[str]:
+    for recorder in recorders:
+        recorder.wait(timeout=60)
+    lines = []
+    for name, title in (("wall.txt", "wall clock"), ("gil.txt", "running Python (GIL held)")):
+        path = workdir / name
+        if not path.exists():
+            return ["py-spy could not attach (it needs ptrace permission)"]
+        lines.append(f"{title}:")
+        lines += [f"  {share:6.1%}  {label}" for label, share in summarize(path)]
+    return lines
