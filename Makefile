@@ -42,7 +42,7 @@ test: install
 
 # Load test on a fresh database (not part of `make test`); see BENCHMARKS.md.
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

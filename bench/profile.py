@@ -7,6 +7,7 @@ Python). Each stack is put in the first bucket whose frame it contains.
 
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,14 +23,25 @@ BUCKETS = [
 ]
 
 
-def available() -> bool:
-    return shutil.which("py-spy") is not None
+def py_spy() -> str | None:
+    """py-spy from PATH, or installed next to this Python (pip install py-spy)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
 
 
 def start(pid: int, seconds: int, out: Path, only_gil: bool) -> subprocess.Popen:
     mode = "--gil" if only_gil else "--idle"
     return subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200"]
+        [
+            py_spy() or "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "200",
+        ]
         + ["--format", "raw", "--nonblocking", mode, "--output", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

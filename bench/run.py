@@ -226,7 +226,7 @@ def ensure_programs() -> None:
         subprocess.run([*sudo, "apt-get", "update", "-q"], check=True)
         subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=True)
     if shutil.which("pgbench") is None:
-        sys.exit("pgbench is missing: install postgresql-client (or contrib) to run the bench")
+        sys.exit("pgbench is missing: it ships with PostgreSQL's client or server packages")
 
 
 def free_port() -> int:
@@ -698,7 +698,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ensure_programs()
-    if args.profile and not profile.available():
+    if args.profile and not profile.py_spy():
         sys.exit("--profile needs py-spy: pip install py-spy")
     for key, value in machine().items():
         print(f"{key:8} {value}")
