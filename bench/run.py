@@ -367,9 +367,25 @@ def wrk_command(service: Service, args: argparse.Namespace, *script_args: object
 
 def run_wrk(service: Service, args: argparse.Namespace, *script_args: object) -> dict:
     command = wrk_command(service, args, *script_args)
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+
+def parse_wrk(out: str) -> dict:
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))
+
+
+def wrk_result(report: dict, cpu: dict[str, float]) -> Result:
+    statuses = Counter({int(status): n for status, n in report["statuses"].items()})
+    if report["socket_errors"]:
+        statuses["socket errors"] = report["socket_errors"]
+    return Result(
+        rps=report["requests"] / (report["duration_us"] / 1e6),
+        p50_ms=report["p50_us"] / 1000,
+        p99_ms=report["p99_us"] / 1000,
+        statuses=statuses,
+        cpu_ms=cpu,
+    )
 
 
 def wrk_scenario(
@@ -397,21 +413,44 @@ def wrk_scenario(
     service.wait_quiet()
     cpu = CpuMeter.per_request(cpu_before, meter.sample(), report["requests"])
     served, _ = service.statuses_logged(offset)
-    client = Counter({int(status): n for status, n in report["statuses"].items()})
-    if report["socket_errors"]:
-        client["socket errors"] = report["socket_errors"]
+    result = wrk_result(report, cpu)
     created = booked_rows(conn, event_ids) - before_rows
     check_invariants(conn, name, created, served[201], "201s in the access log")
-    if client[201] > served[201]:
+    if result.statuses[201] > served[201]:
         raise InvariantBroken(f"{name}: the client saw more 201s than the service sent")
-    seconds = report["duration_us"] / 1e6
-    return Result(
-        rps=report["requests"] / seconds,
-        p50_ms=report["p50_us"] / 1000,
-        p99_ms=report["p99_us"] / 1000,
-        statuses=client,
-        cpu_ms=cpu,
-    )
+    return result
+
+
+def side_by_side(
+    name: str, service: Service, meter: CpuMeter, conn, args: argparse.Namespace, events: list
+) -> list[Result]:
+    """Hot events loaded at the same moment, the clients split between them.
+
+    On a shared machine the background load changes from one second to the next; events
+    measured side by side see the same background, so their ratio is the cleanest.
+    """
+    before = booked_rows(conn, events[0]) + booked_rows(conn, events[1])
+    offset = service.log_size()
+    cpu_before = meter.sample()
+    half = argparse.Namespace(**vars(args))
+    half.connections = args.connections // 2
+    half.threads = max(1, args.threads // 2)
+    loads = [
+        subprocess.Popen(
+            wrk_command(service, half, "reserve", event[0], 1, uuid.uuid4().hex[:8]),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for event in events
+    ]
+    reports = [parse_wrk(load.communicate()[0]) for load in loads]
+    service.wait_quiet()
+    requests = sum(report["requests"] for report in reports)
+    cpu = CpuMeter.per_request(cpu_before, meter.sample(), requests)
+    served, _ = service.statuses_logged(offset)
+    created = booked_rows(conn, events[0]) + booked_rows(conn, events[1]) - before
+    check_invariants(conn, name, created, served[201], "201s in the access log")
+    return [wrk_result(report, cpu) for report in reports]
 
 
 def pgbench_scenario(
@@ -542,26 +581,42 @@ def _overlap(call, count: int) -> None:
 # ---------------------------------------------------------------- plans
 
 
-def explain(conn, event_id: int) -> list[str]:
-    """The plans behind one availability read and one booking, at 90,000 booked."""
-    out = []
+EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+
+
+def explain(conn, event_id: int) -> dict[str, list[str]]:
+    """The plans of one availability read and of one booking's check-and-insert."""
     with conn.cursor() as cur:
-        cur.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) " + queries.FIND_EVENT,
-            (event_id,),
-        )
-        out.append("availability: " + " ".join(queries.FIND_EVENT.split()))
-        out += [row[0] for row in cur.fetchall()]
+        cur.execute(EXPLAIN + queries.FIND_EVENT, (event_id,))
+        availability = [row[0] for row in cur.fetchall()]
         cur.execute("BEGIN")
         cur.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) "
-            + (BENCH / "check_and_insert.sql").read_text(),
+            EXPLAIN + (BENCH / "check_and_insert.sql").read_text(),
             {"event_id": event_id, "user_id": "explain-user"},
         )
-        out.append("reserve_seat(): the check-and-insert statement (rolled back)")
-        out += [row[0] for row in cur.fetchall()]
+        check_and_insert = [row[0] for row in cur.fetchall()]
         cur.execute("ROLLBACK")
-    return out
+    return {"availability": availability, "check-and-insert": check_and_insert}
+
+
+def buffers(plan: list[str]) -> str:
+    """The buffers the whole statement touched: the first Buffers line is the top node's."""
+    return next(line.strip() for line in plan if "Buffers:" in line).removeprefix("Buffers: ")
+
+
+def print_plans(conn) -> None:
+    empty = create_events(conn, 1, HOT_SEATS, "explain, empty")[0]
+    full = create_events(conn, 1, HOT_SEATS, "explain, 90% full")[0]
+    prefill(conn, full, PREFILLED)
+    at_zero, at_full = explain(conn, empty), explain(conn, full)
+    print("\nBuffers touched at 0 and at 90,000 seats booked:")
+    for name in at_zero:
+        print(f"  {name:18} {buffers(at_zero[name]):28} {buffers(at_full[name])}")
+    print("\nPlans at 90,000 seats booked:")
+    print("  availability: " + " ".join(queries.FIND_EVENT.split()))
+    print("\n".join("    " + line for line in at_full["availability"]))
+    print("  reserve_seat(): its check-and-insert statement, bench/check_and_insert.sql")
+    print("\n".join("    " + line for line in at_full["check-and-insert"]))
 
 
 # ---------------------------------------------------------------- report
@@ -573,6 +628,8 @@ SCENARIOS = [
     ("b", "(b) bookings over 1,000 events"),
     ("c", "(c) availability reads"),
     ("d", "(d) hot event, 90% full"),
+    ("a2", "(a) side by side with (d), half the clients each"),
+    ("d2", "(d) side by side with (a), half the clients each"),
     ("pg_a", "pgbench, hot event"),
     ("pg_d", "pgbench, hot event, 90% full"),
     ("pg_w", "pgbench, hot event, 1 client per worker"),
@@ -582,11 +639,19 @@ SCENARIOS = [
 
 def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[str, Result]:
     spread = create_events(conn, SPREAD_EVENTS, 1_000, f"spread {number}")
-    hot, full, pg_hot, pg_full, pg_workers = (
+    hot, full, hot2, full2, pg_hot, pg_full, pg_workers = (
         create_events(conn, 1, HOT_SEATS, f"{label} {number}")
-        for label in ("hot", "90% full", "pgbench hot", "pgbench 90% full", "pgbench workers")
+        for label in (
+            "hot",
+            "90% full",
+            "hot side",
+            "90% full side",
+            "pgbench hot",
+            "pgbench 90% full",
+            "pgbench workers",
+        )
     )
-    for event in (full, pg_full):
+    for event in (full, full2, pg_full):
         prefill(conn, event[0], PREFILLED)
     checkpoint(conn)
     workers = len(service.workers())
@@ -628,6 +693,16 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
     plan = [
         ("health", wrk("health", "health", hot)),
         *hot_scenarios,
+        (
+            "side",
+            lambda: dict(
+                zip(
+                    ("a2", "d2"),
+                    side_by_side("(a)+(d)", service, meter, conn, args, [hot2, full2]),
+                    strict=True,
+                )
+            ),
+        ),
         ("pg_w", pgbench("pgbench (workers)", pg_workers, workers)),
         ("pg_w_busy", beside_health_load(pgbench("pgbench (busy)", pg_workers, workers))),
         ("b", wrk("(b)", "reserve", spread)),
@@ -635,12 +710,14 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
     ]
     results = {}
     for key, run in plan:
-        results[key] = r = run()
-        print(
-            f"  run {number} {key:7} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.1f} ms  "
-            f"p99 {r.p99_ms:7.1f} ms  {dict(r.statuses)}",
-            flush=True,
-        )
+        outcome = run()
+        for name, r in outcome.items() if isinstance(outcome, dict) else [(key, outcome)]:
+            results[name] = r
+            print(
+                f"  run {number} {name:9} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.1f} ms  "
+                f"p99 {r.p99_ms:7.1f} ms  {dict(r.statuses)}",
+                flush=True,
+            )
     return results
 
 
@@ -674,6 +751,7 @@ def print_table(runs: list[dict[str, Result]]) -> None:
         "pgbench 1 per worker, busy / idle": [
             run["pg_w_busy"].rps / run["pg_w"].rps for run in runs
         ],
+        "(d) / (a), side by side": [run["d2"].rps / run["a2"].rps for run in runs],
         "(d) / (a)": [run["d"].rps / run["a"].rps for run in runs],
         "pgbench 90% / pgbench empty": [run["pg_d"].rps / run["pg_a"].rps for run in runs],
         "(a) / health ceiling": [run["a"].rps / run["health"].rps for run in runs],
@@ -682,13 +760,13 @@ def print_table(runs: list[dict[str, Result]]) -> None:
     print("Ratios of throughput within each run (median, then every run):")
     for label, values in ratios.items():
         each = ", ".join(f"{value:.2f}" for value in values)
-        print(f"  {label:32} {statistics.median(values):.2f}   ({each})")
+        print(f"  {label:36} {statistics.median(values):.2f}   ({each})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=4, help="seconds per scenario")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads, pgbench jobs")
     parser.add_argument("--keep", action="store_true", help="keep the database and logs")
@@ -732,10 +810,7 @@ def main() -> None:
         ]
         print_table(runs)
 
-        full_event = one(conn, "SELECT max(id) FROM events WHERE name LIKE '90%% full%%'")[0]
-        print("\nPlans at 90,000+ seats booked:")
-        for line in explain(conn, full_event):
-            print("  " + line)
+        print_plans(conn)
         conn.close()
         failed = False
     except InvariantBroken as exc:
