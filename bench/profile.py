@@ -19,7 +19,7 @@ BUCKETS = [
     ("gunicorn: access log", "Logger.access"),
     ("JSON body + marshmallow validation", "load_json_body"),
     ("Flask/werkzeug: routing, request and response objects", "Flask.__call__"),
-    ("gunicorn: waiting for the next connection", "SyncWorker.run_for_one"),
+    ("gunicorn: accept loop, between connections", "SyncWorker.run_for_one"),
 ]
 
 
@@ -48,15 +48,14 @@ def start(pid: int, seconds: int, out: Path, only_gil: bool) -> subprocess.Popen
     )
 
 
-def summarize(raw: Path) -> list[tuple[str, float]]:
-    """(bucket, share of samples), largest first; raw is py-spy's 'stack count' lines."""
+def buckets(raw: Path) -> Counter[str]:
+    """Samples per bucket; raw is py-spy's 'stack count' lines."""
     samples: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         bucket = next((label for label, frame in BUCKETS if frame in stack), "other")
         samples[bucket] += int(count)
-    total = sum(samples.values()) or 1
-    return [(label, n / total) for label, n in samples.most_common()]
+    return samples
 
 
 def record(pid: int, seconds: int, workdir: Path) -> tuple[subprocess.Popen, ...]:
@@ -69,11 +68,13 @@ def record(pid: int, seconds: int, workdir: Path) -> tuple[subprocess.Popen, ...
 def report(recorders: tuple[subprocess.Popen, ...], workdir: Path) -> list[str]:
     for recorder in recorders:
         recorder.wait(timeout=60)
-    lines = []
-    for name, title in (("wall.txt", "wall clock"), ("gil.txt", "running Python (GIL held)")):
-        path = workdir / name
-        if not path.exists():
-            return ["py-spy could not attach (it needs ptrace permission)"]
-        lines.append(f"{title}:")
-        lines += [f"  {share:6.1%}  {label}" for label, share in summarize(path)]
+    paths = [workdir / "wall.txt", workdir / "gil.txt"]
+    if not all(path.exists() for path in paths):
+        return ["py-spy could not attach (it needs ptrace permission)"]
+    wall, gil = (buckets(path) for path in paths)
+    all_samples = wall.total() or 1
+    lines = ["wall clock:"]
+    lines += [f"  {n / all_samples:6.1%}  {label}" for label, n in wall.most_common()]
+    lines.append(f"running Python (GIL held), {gil.total() / all_samples:.0%} of the wall clock:")
+    lines += [f"  {n / (gil.total() or 1):6.1%}  {label}" for label, n in gil.most_common()]
     return lines

@@ -79,7 +79,6 @@ class WireCounter:
         started = False
         try:
             while data := client.recv(65536):
-                server.sendall(data)
                 buffer += data
                 while True:
                     if not started:
@@ -98,6 +97,8 @@ class WireCounter:
                         break
                     self._record(kind, buffer[5 : 1 + length])
                     buffer = buffer[1 + length :]
+                # Counted before it is sent, so a reply can never overtake its count.
+                server.sendall(data)
         except OSError:
             pass
         finally:
