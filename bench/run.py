@@ -748,6 +748,7 @@ def print_table(runs: list[dict[str, Result]]) -> None:
     ratios = {
         "(a) / pgbench hot": [run["a"].rps / run["pg_a"].rps for run in runs],
         "(a) / pgbench hot, 1 per worker": [run["a"].rps / run["pg_w"].rps for run in runs],
+        "(a) / pgbench 1 per worker, busy": [run["a"].rps / run["pg_w_busy"].rps for run in runs],
         "pgbench 1 per worker, busy / idle": [
             run["pg_w_busy"].rps / run["pg_w"].rps for run in runs
         ],
