@@ -8,6 +8,7 @@ fresh, migrated database, then per run:
   (b)     bookings spread over 1,000 events
   (c)     availability reads over those 1,000 events
   (d)     the hot event again at 90% full (100,000 seats, 90,000 booked in bulk first)
+  (a)+(d) an empty and a 90%-full event loaded at the same moment, half the clients each
   pgbench the same reserve_seat() call straight to PostgreSQL on a hot event: 64 clients
           (empty and 90% full), one client per gunicorn worker, and one client per worker
           again while wrk loads GET /health (the CPUs shared as they are under (a))
@@ -27,15 +28,18 @@ import platform
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -230,8 +234,6 @@ def ensure_programs() -> None:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -572,8 +574,6 @@ def _request(service: Service, method: str, path: str, body=None, key=None) -> i
 
 
 def _overlap(call, count: int) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda _: call(), range(count)))
 
