@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app wsgi
 PORT ?= 3000
 
-.PHONY: install run dev migrate rollback seed purge test lint format clean
+.PHONY: install run dev migrate rollback seed purge test lint format clean bench
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ purge: install
 
 test: install
 	$(BIN)/pytest
+
+# Load test on a fresh database (not part of `make test`); see BENCHMARKS.md.
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,848 @@
+"""`make bench`: the booking service under load, next to PostgreSQL alone.
+
+Starts gunicorn the way `make run` does (gunicorn.conf.py, its default worker count) on a
+fresh, migrated database, then per run:
+
+  health  GET /health: the ceiling of wrk + gunicorn on this machine
+  (a)     one hot event, 64 concurrent clients, a distinct user per request
+  (b)     bookings spread over 1,000 events
+  (c)     availability reads over those 1,000 events
+  (d)     the hot event again at 90% full (100,000 seats, 90,000 booked in bulk first)
+  (a)+(d) an empty and a 90%-full event loaded at the same moment, half the clients each
+  pgbench the same reserve_seat() call straight to PostgreSQL on a hot event: 64 clients
+          (empty and 90% full), one client per gunicorn worker, and one client per worker
+          again while wrk loads GET /health (the CPUs shared as they are under (a))
+
+After every scenario the database invariants are checked and the run stops with a
+non-zero exit when one breaks. Before the load, a wire-level proxy counts the round trips
+to PostgreSQL of each kind of request. Figures are medians over the runs; ratios are taken
+within each run, then their median is shown. `--profile` adds a py-spy summary of one
+worker during the first (a).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.sql
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import profile  # noqa: E402
+from bench.wire import WireCounter  # noqa: E402
+from booking import queries  # noqa: E402
+from booking.cli import apply_migrations  # noqa: E402
+
+HOT_SEATS = 100_000
+PREFILLED = 90_000
+SPREAD_EVENTS = 1_000
+
+
+class InvariantBroken(Exception):
+    pass
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    statuses: Counter = field(default_factory=Counter)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- database
+
+
+def server_url() -> str:
+    """The server `make run` would use: DATABASE_URL, or the embedded one under .data/."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from booking import embedded
+
+    return embedded.database_url(ROOT / ".data")
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def admin(url: str, statement: str, name: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        sql = psycopg2.sql.SQL(statement).format(psycopg2.sql.Identifier(name))
+        conn.cursor().execute(sql)
+    finally:
+        conn.close()
+
+
+def connect(url: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    return conn
+
+
+def one(conn, query: str, params: object = None) -> tuple:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchone()
+
+
+def create_events(conn, count: int, seats: int, name: str) -> list[int]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO events (name, total_seats) "
+            "SELECT %s, %s FROM generate_series(1, %s) RETURNING id",
+            (name, seats, count),
+        )
+        ids = sorted(row[0] for row in cur.fetchall())
+    assert ids[-1] - ids[0] + 1 == count, "event ids must be consecutive"
+    return ids
+
+
+def prefill(conn, event_id: int, count: int) -> None:
+    """Book `count` seats in one statement, as a bulk import would.
+
+    The per-row counter trigger would update the same event_seats row `count` times in one
+    transaction; instead it is switched off for this one transaction and the counter is set
+    once. ALTER TABLE is transactional: on any failure the trigger is back as it was.
+    """
+    with conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("ALTER TABLE bookings DISABLE TRIGGER bookings_count_seats")
+        cur.execute(
+            "INSERT INTO bookings (event_id, user_id) "
+            "SELECT %s, 'prefill-' || n FROM generate_series(1, %s) AS n",
+            (event_id, count),
+        )
+        cur.execute(
+            "UPDATE event_seats SET booked = booked + %s WHERE event_id = %s", (count, event_id)
+        )
+        cur.execute("ALTER TABLE bookings ENABLE TRIGGER bookings_count_seats")
+        cur.execute("COMMIT")
+    conn.cursor().execute("ANALYZE bookings")
+
+
+def checkpoint(conn) -> None:
+    """Flush the bulk load now, so its writes do not land in a measured scenario."""
+    with contextlib.suppress(psycopg2.errors.InsufficientPrivilege):
+        conn.cursor().execute("CHECKPOINT")
+
+
+def booked_rows(conn, event_ids: list[int]) -> int:
+    return one(
+        conn,
+        "SELECT count(*) FROM bookings WHERE event_id BETWEEN %s AND %s",
+        (event_ids[0], event_ids[-1]),
+    )[0]
+
+
+INVARIANTS = {
+    "an event is over capacity": """
+        SELECT e.id FROM events e
+        LEFT JOIN (SELECT event_id, count(*) AS n FROM bookings GROUP BY event_id) b
+               ON b.event_id = e.id
+        JOIN event_seats s ON s.event_id = e.id
+        WHERE coalesce(b.n, 0) > e.total_seats OR s.booked > e.total_seats
+        LIMIT 5""",
+    "a user holds two seats for one event": """
+        SELECT event_id, user_id FROM bookings
+        GROUP BY event_id, user_id HAVING count(*) > 1
+        LIMIT 5""",
+    "event_seats.booked differs from count(*) of bookings": """
+        SELECT e.id FROM events e
+        LEFT JOIN event_seats s ON s.event_id = e.id
+        LEFT JOIN (SELECT event_id, count(*) AS n FROM bookings GROUP BY event_id) b
+               ON b.event_id = e.id
+        WHERE s.booked IS DISTINCT FROM coalesce(b.n, 0)
+        LIMIT 5""",
+}
+
+
+def check_invariants(conn, scenario: str, created: int, acknowledged: int, source: str) -> None:
+    """Fail loudly when the database breaks a promise of the API."""
+    problems = []
+    for broken, query in INVARIANTS.items():
+        with conn.cursor() as cur:
+            cur.execute(query)
+            if rows := cur.fetchall():
+                problems.append(f"{broken}: {rows}")
+    if created != acknowledged:
+        problems.append(f"{created} rows created but {acknowledged} successes ({source})")
+    if problems:
+        raise InvariantBroken(f"{scenario}: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------- processes
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "python": platform.python_version(),
+        "wrk": wrk_version.split("[")[0].strip(),
+    }
+
+
+def ensure_programs() -> None:
+    if shutil.which("wrk") is None:
+        print("wrk is missing: installing the Debian package", flush=True)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "update", "-q"], check=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=True)
+
+
+def pgbench_program() -> str:
+    """pgbench from PATH, or the one the pgserver wheel ships with its PostgreSQL."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    return shutil.which("pgbench") or str(POSTGRES_BIN_PATH / "pgbench")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    """gunicorn as `make run` starts it, bound to loopback, its log in a file."""
+
+    def __init__(self, database_url: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        env["DATABASE_URL"] = database_url
+        env.pop("RATE_LIMIT", None)  # the bench measures the booking path, not the limiter
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while not self._healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def workers(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def statuses_logged(self, offset: int) -> tuple[Counter, int]:
+        """Status counts of the access-log lines after byte `offset`, and the new offset."""
+        statuses: Counter = Counter()
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            data = log.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        for line in complete.splitlines():
+            if line.startswith(b'{"time"'):
+                statuses[json.loads(line)["status"]] += 1
+        return statuses, offset + len(complete)
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def wait_quiet(self, quiet_for: float = 1.0, timeout: float = 30) -> None:
+        """Wait until the requests still queued when the client stopped have been served."""
+        deadline = time.monotonic() + timeout
+        size, since = self.log_size(), time.monotonic()
+        while time.monotonic() - since < quiet_for:
+            if time.monotonic() > deadline:
+                raise RuntimeError("gunicorn kept logging requests after the load stopped")
+            time.sleep(0.1)
+            if (new_size := self.log_size()) != size:
+                size, since = new_size, time.monotonic()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def process_cpu_seconds(pid: int, with_reaped_children: bool) -> float:
+    """utime + stime of a process (plus its reaped children), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if with_reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(parent: int) -> float:
+    """CPU of a parent, its live children and every child it has reaped."""
+    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True)
+    children = [int(pid) for pid in out.stdout.split()]
+    return process_cpu_seconds(parent, True) + sum(
+        process_cpu_seconds(pid, False) for pid in children
+    )
+
+
+class CpuMeter:
+    """CPU spent by the service, PostgreSQL and the load generator during one scenario."""
+
+    def __init__(self, service: Service, postmaster: int | None) -> None:
+        self.service = service
+        self.postmaster = postmaster
+
+    def sample(self) -> dict[str, float]:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "gunicorn": tree_cpu_seconds(self.service.proc.pid),
+            "postgres": tree_cpu_seconds(self.postmaster) if self.postmaster else 0.0,
+            "client": usage.ru_utime + usage.ru_stime,
+        }
+
+    @staticmethod
+    def per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+        return {key: (after[key] - before[key]) * 1000 / max(requests, 1) for key in before}
+
+
+# ---------------------------------------------------------------- load
+
+
+def wrk_command(service: Service, args: argparse.Namespace, *script_args: object) -> list[str]:
+    return [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "scenario.lua"),
+        service.url,
+        "--",
+        *map(str, script_args),
+    ]
+
+
+def run_wrk(service: Service, args: argparse.Namespace, *script_args: object) -> dict:
+    command = wrk_command(service, args, *script_args)
+    return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+
+def parse_wrk(out: str) -> dict:
+    line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def wrk_result(report: dict, cpu: dict[str, float]) -> Result:
+    statuses = Counter({int(status): n for status, n in report["statuses"].items()})
+    if report["socket_errors"]:
+        statuses["socket errors"] = report["socket_errors"]
+    return Result(
+        rps=report["requests"] / (report["duration_us"] / 1e6),
+        p50_ms=report["p50_us"] / 1000,
+        p99_ms=report["p99_us"] / 1000,
+        statuses=statuses,
+        cpu_ms=cpu,
+    )
+
+
+def wrk_scenario(
+    name: str,
+    service: Service,
+    meter: CpuMeter,
+    conn,
+    args: argparse.Namespace,
+    kind: str,
+    event_ids: list[int],
+    profile_dir: Path | None = None,
+) -> Result:
+    """Run wrk, let the queued requests finish, check the invariants, return the figures."""
+    before_rows = booked_rows(conn, event_ids)
+    offset = service.log_size()
+    cpu_before = meter.sample()
+    tag = uuid.uuid4().hex[:8]
+    if profile_dir:
+        recorders = profile.record(service.workers()[0], max(1, args.duration - 1), profile_dir)
+    report = run_wrk(service, args, kind, event_ids[0], len(event_ids), tag)
+    if profile_dir:
+        print(f"  py-spy, one gunicorn worker during {name}:")
+        for line in profile.report(recorders, profile_dir):
+            print(f"    {line}")
+    service.wait_quiet()
+    cpu = CpuMeter.per_request(cpu_before, meter.sample(), report["requests"])
+    served, _ = service.statuses_logged(offset)
+    result = wrk_result(report, cpu)
+    created = booked_rows(conn, event_ids) - before_rows
+    check_invariants(conn, name, created, served[201], "201s in the access log")
+    if result.statuses[201] > served[201]:
+        raise InvariantBroken(f"{name}: the client saw more 201s than the service sent")
+    return result
+
+
+def side_by_side(
+    name: str, service: Service, meter: CpuMeter, conn, args: argparse.Namespace, events: list
+) -> list[Result]:
+    """Hot events loaded at the same moment, the clients split between them.
+
+    On a shared machine the background load changes from one second to the next; events
+    measured side by side see the same background, so their ratio is the cleanest.
+    """
+    before = booked_rows(conn, events[0]) + booked_rows(conn, events[1])
+    offset = service.log_size()
+    cpu_before = meter.sample()
+    half = argparse.Namespace(**vars(args))
+    half.connections = args.connections // 2
+    half.threads = max(1, args.threads // 2)
+    loads = [
+        subprocess.Popen(
+            wrk_command(service, half, "reserve", event[0], 1, uuid.uuid4().hex[:8]),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for event in events
+    ]
+    reports = [parse_wrk(load.communicate()[0]) for load in loads]
+    service.wait_quiet()
+    requests = sum(report["requests"] for report in reports)
+    cpu = CpuMeter.per_request(cpu_before, meter.sample(), requests)
+    served, _ = service.statuses_logged(offset)
+    created = booked_rows(conn, events[0]) + booked_rows(conn, events[1]) - before
+    check_invariants(conn, name, created, served[201], "201s in the access log")
+    return [wrk_result(report, cpu) for report in reports]
+
+
+def pgbench_scenario(
+    name: str,
+    database_url: str,
+    meter: CpuMeter,
+    conn,
+    args: argparse.Namespace,
+    event_id: int,
+    clients: int,
+    workdir: Path,
+) -> Result:
+    """The same reserve_seat() call from pgbench, one autocommit call per transaction."""
+    before_rows = booked_rows(conn, [event_id])
+    logdir = Path(tempfile.mkdtemp(dir=workdir))
+    command = [
+        pgbench_program(),
+        "--no-vacuum",
+        f"--client={clients}",
+        f"--jobs={min(args.threads, clients)}",
+        f"--time={args.duration}",
+        f"--file={BENCH / 'reserve.sql'}",
+        f"--define=event_id={event_id}",
+        "--log",
+        f"--log-prefix={logdir / 'tx'}",
+        database_url,
+    ]
+    cpu_before = meter.sample()
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=logdir).stdout
+    latencies = sorted(
+        int(line.split()[2]) for path in logdir.iterdir() for line in path.read_text().splitlines()
+    )
+    tps = float(next(line for line in out.splitlines() if line.startswith("tps")).split()[2])
+    cpu = CpuMeter.per_request(cpu_before, meter.sample(), len(latencies))
+    cpu["gunicorn"] = 0.0  # the service is idle meanwhile
+    created = booked_rows(conn, [event_id]) - before_rows
+    check_invariants(conn, name, created, len(latencies), "pgbench transactions")
+    return Result(
+        rps=tps,
+        p50_ms=percentile(latencies, 50) / 1000,
+        p99_ms=percentile(latencies, 99) / 1000,
+        statuses=Counter({"201 (rows)": created}),
+        cpu_ms=cpu,
+    )
+
+
+def percentile(sorted_values: list[int], pct: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, int(len(sorted_values) * pct / 100))
+    return sorted_values[index]
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def count_round_trips(database_url: str, workdir: Path, per_phase: int = 50) -> list[tuple]:
+    """Round trips to PostgreSQL per request, counted on the wire through a proxy."""
+    wire = WireCounter(database_url)
+    service = Service(wire.dsn, workdir / "gunicorn-wire.log")
+    conn = connect(database_url)
+    try:
+        event_id = create_events(conn, 1, HOT_SEATS, "round trips")[0]
+        # Every worker opens its connection before counting starts.
+        _overlap(lambda: _request(service, "GET", f"/api/events/{event_id}"), 200)
+
+        def reserve(i: int, key: str | None = None, user: str = "plain") -> None:
+            body = {"event_id": event_id, "user_id": f"{user}-{i}"}
+            _request(service, "POST", "/api/bookings/reserve", body, key)
+
+        phases = [
+            ("POST /api/bookings/reserve", lambda i: reserve(i)),
+            (
+                "POST /api/bookings/reserve + Idempotency-Key (first)",
+                lambda i: reserve(i, key=f"key-{i}", user="idem"),
+            ),
+            (
+                "POST /api/bookings/reserve + Idempotency-Key (replay)",
+                lambda i: reserve(i, key=f"key-{i}", user="idem"),
+            ),
+            (
+                "GET /api/events/<id>/availability",
+                lambda i: _request(service, "GET", f"/api/events/{event_id}/availability"),
+            ),
+            ("GET /health", lambda i: _request(service, "GET", "/health")),
+        ]
+        rows = []
+        for label, send in phases:
+            trips, connections, statements = wire.count()
+            for i in range(per_phase):
+                send(i)
+            trips2, connections2, statements2 = wire.count()
+            rows.append(
+                (
+                    label,
+                    (trips2 - trips) / per_phase,
+                    connections2 - connections,
+                    statements2 - statements,
+                )
+            )
+        return rows
+    finally:
+        conn.close()
+        service.stop()
+        wire.close()
+
+
+def _request(service: Service, method: str, path: str, body=None, key=None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Idempotency-Key"] = key
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(service.url + path, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _overlap(call, count: int) -> None:
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda _: call(), range(count)))
+
+
+# ---------------------------------------------------------------- plans
+
+
+EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+
+
+def explain(conn, event_id: int) -> dict[str, list[str]]:
+    """The plans of one availability read and of one booking's check-and-insert."""
+    with conn.cursor() as cur:
+        cur.execute(EXPLAIN + queries.FIND_EVENT, (event_id,))
+        availability = [row[0] for row in cur.fetchall()]
+        cur.execute("BEGIN")
+        cur.execute(
+            EXPLAIN + (BENCH / "check_and_insert.sql").read_text(),
+            {"event_id": event_id, "user_id": "explain-user"},
+        )
+        check_and_insert = [row[0] for row in cur.fetchall()]
+        cur.execute("ROLLBACK")
+    return {"availability": availability, "check-and-insert": check_and_insert}
+
+
+def buffers(plan: list[str]) -> str:
+    """The buffers the whole statement touched: the first Buffers line is the top node's."""
+    return next(line.strip() for line in plan if "Buffers:" in line).removeprefix("Buffers: ")
+
+
+def print_plans(conn) -> None:
+    empty = create_events(conn, 1, HOT_SEATS, "explain, empty")[0]
+    full = create_events(conn, 1, HOT_SEATS, "explain, 90% full")[0]
+    prefill(conn, full, PREFILLED)
+    at_zero, at_full = explain(conn, empty), explain(conn, full)
+    print("\nBuffers touched at 0 and at 90,000 seats booked:")
+    for name in at_zero:
+        print(f"  {name:18} {buffers(at_zero[name]):28} {buffers(at_full[name])}")
+    print("\nPlans at 90,000 seats booked:")
+    print("  availability: " + " ".join(queries.FIND_EVENT.split()))
+    print("\n".join("    " + line for line in at_full["availability"]))
+    print("  reserve_seat(): its check-and-insert statement, bench/check_and_insert.sql")
+    print("\n".join("    " + line for line in at_full["check-and-insert"]))
+
+
+# ---------------------------------------------------------------- report
+
+
+SCENARIOS = [
+    ("health", "GET /health: wrk + gunicorn ceiling"),
+    ("a", "(a) hot event"),
+    ("b", "(b) bookings over 1,000 events"),
+    ("c", "(c) availability reads"),
+    ("d", "(d) hot event, 90% full"),
+    ("a2", "(a) side by side with (d), half the clients each"),
+    ("d2", "(d) side by side with (a), half the clients each"),
+    ("pg_a", "pgbench, hot event"),
+    ("pg_d", "pgbench, hot event, 90% full"),
+    ("pg_w", "pgbench, hot event, 1 client per worker"),
+    ("pg_w_busy", "the same, while wrk loads GET /health"),
+]
+
+
+def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[str, Result]:
+    spread = create_events(conn, SPREAD_EVENTS, 1_000, f"spread {number}")
+    hot, full, hot2, full2, pg_hot, pg_full, pg_workers = (
+        create_events(conn, 1, HOT_SEATS, f"{label} {number}")
+        for label in (
+            "hot",
+            "90% full",
+            "hot side",
+            "90% full side",
+            "pgbench hot",
+            "pgbench 90% full",
+            "pgbench workers",
+        )
+    )
+    for event in (full, full2, pg_full):
+        prefill(conn, event[0], PREFILLED)
+    checkpoint(conn)
+    workers = len(service.workers())
+
+    def wrk(name: str, kind: str, events: list[int], profiled: bool = False) -> Callable:
+        profile_dir = workdir if profiled and args.profile and number == 1 else None
+        return lambda: wrk_scenario(name, service, meter, conn, args, kind, events, profile_dir)
+
+    def pgbench(name: str, event: list[int], clients: int) -> Callable[[], Result]:
+        return lambda: pgbench_scenario(
+            name, database_url, meter, conn, args, event[0], clients, workdir
+        )
+
+    def beside_health_load(scenario: Callable[[], Result]) -> Callable[[], Result]:
+        """PostgreSQL alone, but sharing the CPUs with gunicorn as it serves /health."""
+
+        def run() -> Result:
+            load = subprocess.Popen(
+                wrk_command(service, args, "health", 1, 1, "load"), stdout=subprocess.DEVNULL
+            )
+            try:
+                return scenario()
+            finally:
+                load.wait(timeout=args.duration + 30)
+
+        return run
+
+    empty = [
+        ("a", wrk("(a)", "reserve", hot, profiled=True)),
+        ("pg_a", pgbench("pgbench (a)", pg_hot, args.connections)),
+    ]
+    filled = [
+        ("d", wrk("(d)", "reserve", full)),
+        ("pg_d", pgbench("pgbench (d)", pg_full, args.connections)),
+    ]
+    # The hot-event scenarios run back to back, in turns empty-first and full-first, so
+    # the ratios between them see the same background load and no order bias.
+    hot_scenarios = empty + filled if number % 2 else filled + empty
+    plan = [
+        ("health", wrk("health", "health", hot)),
+        *hot_scenarios,
+        (
+            "side",
+            lambda: dict(
+                zip(
+                    ("a2", "d2"),
+                    side_by_side("(a)+(d)", service, meter, conn, args, [hot2, full2]),
+                    strict=True,
+                )
+            ),
+        ),
+        ("pg_w", pgbench("pgbench (workers)", pg_workers, workers)),
+        ("pg_w_busy", beside_health_load(pgbench("pgbench (busy)", pg_workers, workers))),
+        ("b", wrk("(b)", "reserve", spread)),
+        ("c", wrk("(c)", "availability", spread)),
+    ]
+    results = {}
+    for key, run in plan:
+        outcome = run()
+        for name, r in outcome.items() if isinstance(outcome, dict) else [(key, outcome)]:
+            results[name] = r
+            print(
+                f"  run {number} {name:9} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.1f} ms  "
+                f"p99 {r.p99_ms:7.1f} ms  {dict(r.statuses)}",
+                flush=True,
+            )
+    return results
+
+
+def print_table(runs: list[dict[str, Result]]) -> None:
+    def median(key: str, attr: str) -> float:
+        return statistics.median(getattr(run[key], attr) for run in runs)
+
+    print()
+    print(f"Medians of {len(runs)} runs; status counts summed over the runs.")
+    print()
+    print(
+        "| scenario | req/s | p50 ms | p99 ms | statuses | CPU ms/req gunicorn / postgres / client |"
+    )
+    print("|---|--:|--:|--:|---|---|")
+    for key, label in SCENARIOS:
+        statuses: Counter = Counter()
+        for run in runs:
+            statuses.update(run[key].statuses)
+        cpu = " / ".join(
+            f"{statistics.median(run[key].cpu_ms[part] for run in runs):.2f}"
+            for part in ("gunicorn", "postgres", "client")
+        )
+        status_text = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items(), key=str))
+        print(
+            f"| {label} | {median(key, 'rps'):.0f} | {median(key, 'p50_ms'):.1f} "
+            f"| {median(key, 'p99_ms'):.1f} | {status_text} | {cpu} |"
+        )
+    ratios = {
+        "(a) / pgbench hot": [run["a"].rps / run["pg_a"].rps for run in runs],
+        "(a) / pgbench hot, 1 per worker": [run["a"].rps / run["pg_w"].rps for run in runs],
+        "(a) / pgbench 1 per worker, busy": [run["a"].rps / run["pg_w_busy"].rps for run in runs],
+        "pgbench 1 per worker, busy / idle": [
+            run["pg_w_busy"].rps / run["pg_w"].rps for run in runs
+        ],
+        "(d) / (a), side by side": [run["d2"].rps / run["a2"].rps for run in runs],
+        "(d) / (a)": [run["d"].rps / run["a"].rps for run in runs],
+        "pgbench 90% / pgbench empty": [run["pg_d"].rps / run["pg_a"].rps for run in runs],
+        "(a) / health ceiling": [run["a"].rps / run["health"].rps for run in runs],
+    }
+    print()
+    print("Ratios of throughput within each run (median, then every run):")
+    for label, values in ratios.items():
+        each = ", ".join(f"{value:.2f}" for value in values)
+        print(f"  {label:36} {statistics.median(values):.2f}   ({each})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=3, help="seconds per scenario")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads, pgbench jobs")
+    parser.add_argument("--keep", action="store_true", help="keep the database and logs")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy one worker during the first (a)"
+    )
+    args = parser.parse_args()
+
+    ensure_programs()
+    if args.profile and not profile.py_spy():
+        sys.exit("--profile needs py-spy: pip install py-spy")
+    for key, value in machine().items():
+        print(f"{key:8} {value}")
+    server = server_url()
+    name = f"booking_bench_{uuid.uuid4().hex[:12]}"
+    admin(server, "CREATE DATABASE {}", name)
+    database_url = with_database(server, name)
+    workdir = Path(tempfile.mkdtemp(prefix="booking-bench-"))
+    service = None
+    failed = True
+    try:
+        apply_migrations(database_url)
+        conn = connect(database_url)
+        print(f"postgres {one(conn, 'SHOW server_version')[0]}, fresh database {name}")
+
+        print("\nRound trips to PostgreSQL per request, counted on the wire:")
+        for label, trips, connections, statements in count_round_trips(database_url, workdir):
+            shown = ", ".join(f"{n}x {text}" for text, n in statements.items()) or "none"
+            print(f"  {label:55} {trips:.2f}   ({shown}; new connections {connections})")
+
+        service = Service(database_url, workdir / "gunicorn.log")
+        postmaster = _postmaster_pid(conn)
+        meter = CpuMeter(service, postmaster)
+        print(
+            f"\ngunicorn workers: {len(service.workers())}; {args.connections} clients "
+            f"(wrk: {args.threads} threads) unless said; {args.duration} s per scenario"
+        )
+        runs = [
+            one_run(n, service, meter, conn, database_url, args, workdir)
+            for n in range(1, args.runs + 1)
+        ]
+        print_table(runs)
+
+        print_plans(conn)
+        conn.close()
+        failed = False
+    except InvariantBroken as exc:
+        print(f"\nINVARIANT BROKEN: {exc}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if service:
+            service.stop()
+        if args.keep or failed:
+            print(f"\nkept: database {name}, logs in {workdir}", file=sys.stderr)
+        else:
+            admin(server, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _postmaster_pid(conn) -> int | None:
+    """The postmaster of a server on this machine, to account its CPU; None if remote."""
+    backend = one(conn, "SELECT pg_backend_pid()")[0]
+    try:
+        stat = Path(f"/proc/{backend}/stat").read_text()
+    except OSError:
+        return None
+    if "(postgres)" not in stat:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""One request, one round trip to PostgreSQL: counted on the wire, through a real gunicorn.
+
+The per-event lock is held until commit, so the hot-event throughput depends on each
+booking being a single call. A proxy between gunicorn and PostgreSQL counts the protocol
+messages that make the client wait for the server (see bench/wire.py).
+"""
+
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+from conftest import ROOT, post_json
+
+sys.path.insert(0, str(ROOT))  # bench/ is a directory of scripts, not an installed package
+from bench.wire import WireCounter  # noqa: E402
+
+RESERVE = "SELECT status, body, replayed FROM reserve_seat"
+CANCEL = "SELECT status, body, replayed FROM cancel_seat"
+
+
+@pytest.fixture(scope="module")
+def wired(start_gunicorn, database_url) -> Iterator[tuple[str, WireCounter]]:
+    """One worker, so the warm-up request opens the only connection before counting."""
+    wire = WireCounter(database_url)
+    server = start_gunicorn(env={"DATABASE_URL": wire.dsn}, workers=1)
+    assert requests.get(f"{server.url}/ready", timeout=10).status_code == 200
+    yield server.url, wire
+    wire.close()
+
+
+def counted(wire: WireCounter, send: Callable[[], requests.Response]) -> tuple[int, dict, int]:
+    trips, connections, statements = wire.count()
+    status = send().status_code
+    trips_after, connections_after, statements_after = wire.count()
+    assert connections_after == connections, "no reconnect may hide in the count"
+    return trips_after - trips, dict(statements_after - statements), status
+
+
+def test_every_booking_outcome_is_one_round_trip(wired, make_event):
+    url, wire = wired
+    full = make_event(0)
+    event = make_event(1)
+
+    def reserve(event_id: int, user: str) -> Callable[[], requests.Response]:
+        body = {"event_id": event_id, "user_id": user}
+        return lambda: post_json(f"{url}/api/bookings/reserve", body)
+
+    for send, status in [
+        (reserve(event, "alice"), 201),
+        (reserve(event, "alice"), 409),  # already_booked
+        (reserve(event, "bob"), 409),  # sold_out
+        (reserve(full, "carol"), 409),
+        (reserve(2_000_000_000, "dave"), 404),
+    ]:
+        assert counted(wire, send) == (1, {RESERVE: 1}, status)
+
+
+def test_idempotent_booking_first_replay_and_reuse_are_one_round_trip_each(wired, make_event):
+    url, wire = wired
+    event = make_event(5)
+
+    def reserve(user: str) -> Callable[[], requests.Response]:
+        body = {"event_id": event, "user_id": user}
+        headers = {"Idempotency-Key": f"round-trip-{event}"}
+        return lambda: post_json(f"{url}/api/bookings/reserve", body, headers)
+
+    assert counted(wire, reserve("erin")) == (1, {RESERVE: 1}, 201)
+    assert counted(wire, reserve("erin")) == (1, {RESERVE: 1}, 201)  # replayed
+    assert counted(wire, reserve("frank")) == (1, {RESERVE: 1}, 422)  # key reused
+
+
+def test_cancel_is_one_round_trip(wired, make_event):
+    url, wire = wired
+    event = make_event(1)
+    body = {"event_id": event, "user_id": "grace"}
+    assert post_json(f"{url}/api/bookings/reserve", body).status_code == 201
+
+    def cancel() -> requests.Response:
+        return post_json(f"{url}/api/bookings/cancel", body)
+
+    assert counted(wire, cancel) == (1, {CANCEL: 1}, 200)
+
+
+def test_availability_is_one_round_trip_and_health_none(wired, make_event):
+    url, wire = wired
+    event = make_event(3)
+    trips, statements, status = counted(
+        wire, lambda: requests.get(f"{url}/api/events/{event}/availability", timeout=10)
+    )
+    assert (trips, status, sum(statements.values())) == (1, 200, 1)
+    health = counted(wire, lambda: requests.get(f"{url}/health", timeout=10))
+    assert health == (0, {}, 200)
