@@ -111,7 +111,10 @@ class WireCounter:
                 self.round_trips += 1
             if kind == b"Q":
                 text = " ".join(payload.rstrip(b"\0").decode(errors="replace").split())
-                self.statements[text.split("(")[0][:60]] += 1
+                # Named by the last statement of the query string: the app sends each one
+                # behind its "SET LOCAL statement_timeout = …;" in the same message.
+                last = text.rstrip("; ").split(";")[-1].strip()
+                self.statements[last.split("(")[0][:60]] += 1
 
 
 def _pipe(source: socket.socket, target: socket.socket) -> None:
