@@ -3,6 +3,8 @@
 import multiprocessing
 import os
 
+from booking import gunicorn_errors
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
 worker_class = "sync"
@@ -24,3 +26,6 @@ access_log_format = (
     '"query": "%(q)s", "status": %(s)s, "bytes": "%(B)s", "duration_us": %(D)s, '
     '"request_id": "%({x-request-id}i)s", "user_agent": "%(a)s"}'
 )
+
+# Requests gunicorn rejects itself are answered in JSON like every other error.
+gunicorn_errors.install()
