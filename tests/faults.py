@@ -129,10 +129,12 @@ def fault_gunicorn(private_pg, start_gunicorn) -> Callable[..., Gunicorn]:
     """Start a gunicorn on the private PostgreSQL with the fault tests' timeouts."""
 
     def start(workers: int = 4, **env: str) -> Gunicorn:
-        return start_gunicorn(
+        server = start_gunicorn(
             env={"DATABASE_URL": private_pg.database_url, **SERVICE_ENV, **env},
             workers=workers,
         )
+        wait_for(lambda: len(server.worker_pids()) == workers, 30, "every worker to start")
+        return server
 
     return start
 
@@ -142,20 +144,30 @@ class Attempt:
     status: int | None  # None: the connection broke (a killed worker)
     body: dict | None
     replayed: bool
-    sent_at: int  # Traffic.epoch when it was sent
+    sent_at: int  # Ledger.epoch when it was sent
+    raw: bytes = b""  # the body as sent, for byte-for-byte comparison of replays
 
 
 @dataclass
 class Request:
     path: str
     body: dict
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    key: str | None = field(default_factory=lambda: uuid.uuid4().hex)  # None: no header
     attempts: list[Attempt] = field(default_factory=list)
 
     @property
     def final(self) -> Attempt | None:
-        done = [a for a in self.attempts if a.status is not None and a.status < 500]
+        """The last business outcome: not a 5xx, a broken connection or a key in flight."""
+        done = [a for a in self.attempts if is_outcome(a)]
         return done[-1] if done else None
+
+
+def is_outcome(attempt: Attempt) -> bool:
+    return (
+        attempt.status is not None
+        and attempt.status < 500
+        and attempt.body != {"error": "idempotency_key_in_flight"}
+    )
 
 
 class Ledger:
@@ -178,7 +190,7 @@ class Ledger:
         with self.lock:
             self.sent += 1
             epoch = self.epoch
-        headers = {"Idempotency-Key": request.key}
+        headers = {"Idempotency-Key": request.key} if request.key else {}
         try:
             response = session.post(
                 url + request.path, json=request.body, headers=headers, timeout=CLIENT_TIMEOUT_S
@@ -208,18 +220,16 @@ class Ledger:
         elif status not in (200, 201, 404, 409, 503):
             self.violation(f"unexpected {status} {body} for {request.path} {request.body}")
         replayed = response.headers.get("Idempotent-Replayed") == "true"
+        attempt = Attempt(status, body, replayed, epoch, response.content)
         previous = request.final
-        if (
-            previous is not None
-            and status < 500
-            and (status, body)
-            != (
-                previous.status,
-                previous.body,
-            )
-        ):
-            self.violation(f"key {request.key} answered {status} {body} after {previous}")
-        return Attempt(status, body, replayed, epoch)
+        if previous is not None and is_outcome(attempt) and request.key:
+            # A key runs once; every other answer is a byte-for-byte replay of that run.
+            if (status, response.content) != (previous.status, previous.raw):
+                self.violation(f"key {request.key} answered {attempt} after {previous}")
+            runs = [a for a in request.attempts if is_outcome(a) and not a.replayed]
+            if not replayed and runs:
+                self.violation(f"key {request.key} ran twice: {attempt} and {runs[0]}")
+        return attempt
 
     def retry_failed(self, session: requests.Session, url: str, timeout: float = 60) -> int:
         """Retry every request without a final answer, same key, until each has one."""
@@ -370,13 +380,15 @@ def check_counters(pg: PrivatePostgres, event_ids: list[int]) -> list[str]:
     return problems
 
 
-def pg_backends_waiting_on_lock(pg: PrivatePostgres) -> list[tuple[int, int]]:
-    """(backend pid, worker pid) of the booking backends waiting for a lock."""
+def backends_waiting_for_event_lock(pg: PrivatePostgres, event_id: int) -> list[int]:
+    """The booking backends queued for the per-event lock of event_id."""
     rows = pg.sql(
-        "SELECT pid, application_name FROM pg_stat_activity "
-        "WHERE application_name LIKE 'booking:%%' AND wait_event_type = 'Lock'"
+        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND NOT l.granted AND l.classid = 1001 "
+        "AND l.objid = %s AND a.application_name LIKE 'booking:%%'",
+        (event_id,),
     )
-    return [(pid, int(name.split(":", 1)[1])) for pid, name in rows]
+    return [pid for (pid,) in rows]
 
 
 def all_workers_serving(pg: PrivatePostgres, server: Gunicorn, send: Callable[[], None]) -> None:

@@ -10,13 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from faults import (
+    CLIENT_TIMEOUT_S,
     RESERVE,
     Ledger,
     Request,
     Traffic,
     all_workers_serving,
+    backends_waiting_for_event_lock,
     check_database,
-    pg_backends_waiting_on_lock,
     report,
     wait_for,
 )
@@ -35,6 +36,11 @@ def burst(ledger: Ledger, url: str, event_id: int, tag: str, n: int = 8) -> None
 
     with ThreadPoolExecutor(max_workers=n) as pool:
         list(pool.map(one, range(n)))
+
+
+def ready(server) -> tuple[int, dict]:
+    response = requests.get(f"{server.url}/ready", timeout=CLIENT_TIMEOUT_S)
+    return response.status_code, response.json()
 
 
 def recover_and_check(pg, server, ledger, event_ids, since_epoch, name, **figures):
@@ -71,6 +77,7 @@ def test_postgres_restart_under_load(private_pg, fault_gunicorn, mode):
         down = ledger.mark()
         wait_for(lambda: ledger.statuses(down)[503] >= 20, 30, "503s during the outage")
         outage = ledger.statuses(down)
+        assert ready(server) == (503, {"status": "not_ready", "reason": "db"})
         private_pg.start()
         up = ledger.mark()
         wait_for(lambda: ledger.statuses(up)[201] >= 30, 30, "bookings after the restart")
@@ -84,6 +91,7 @@ def test_postgres_restart_under_load(private_pg, fault_gunicorn, mode):
         private_pg, server, ledger, event_ids, quiet, f"restart-{mode}", faults_injected=2
     )
     assert ledger.statuses(up)[503] == 0
+    assert ready(server) == (200, {"status": "ready"})
 
 
 def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
@@ -91,7 +99,7 @@ def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
     server = fault_gunicorn(workers=WORKERS)
     event_ids = private_pg.make_events(60, 60, 60, 1000)
     ledger = Ledger()
-    terminated = 0
+    terminated: set[int] = set()  # a backend may show as waiting until it has exited
     admin = private_pg.connect()
     admin.autocommit = False
     with Traffic(server.url, ledger, event_ids[:3], THREADS):
@@ -101,16 +109,34 @@ def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
             with admin.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
                 waiting = wait_for(
-                    lambda: pg_backends_waiting_on_lock(private_pg), 30, "a blocked booking"
+                    lambda e=event_id: backends_waiting_for_event_lock(private_pg, e),
+                    30,
+                    "a blocked booking",
                 )
-                for backend_pid, _worker in waiting:
+                for backend_pid in waiting:
                     cur.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
-                    terminated += cur.fetchone()[0]
+                    if cur.fetchone()[0]:
+                        terminated.add(backend_pid)
             admin.commit()
-        up = ledger.mark()
-        wait_for(lambda: ledger.statuses(up)[201] >= 30, 30, "bookings after the faults")
+        wait_for(lambda: ledger.statuses()[201] >= 100, 30, "bookings after the faults")
+    assert ledger.statuses()[503] >= len(terminated) > 0
+    # Idle connections terminated between requests: each worker must notice before use.
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'booking:%%'"
+        )
+        idle = [pid for pid, ok in cur.fetchall() if ok]
+    admin.commit()
     admin.close()
-    assert ledger.statuses()[503] >= terminated > 0
+    wait_for(lambda: not private_pg.serving_worker_pids(), 30, "terminated backends to exit")
+    quiet = ledger.mark()
     recover_and_check(
-        private_pg, server, ledger, event_ids, up, "terminate-backend", faults_injected=terminated
+        private_pg,
+        server,
+        ledger,
+        event_ids,
+        quiet,
+        "terminate-backend",
+        faults_injected=len(terminated) + len(idle),
     )

@@ -18,6 +18,7 @@ from faults import (
     Ledger,
     Request,
     all_workers_serving,
+    check_counters,
     check_database,
     report,
     wait_for,
@@ -82,6 +83,7 @@ def book_many(ledger: Ledger, url: str, event_id: int, users: list[str]) -> list
 #   timeout; the orphan is cancelled, its lock released, and the retry books afresh.
 @pytest.mark.parametrize("release", ["waiting", "holding", "holding-timeout"])
 def test_worker_killed_inside_reserve_seat(private_pg, fault_gunicorn, release):
+    """With an Idempotency-Key: the retry replays the orphan's booking or books once."""
     server = fault_gunicorn(workers=WORKERS)
     [event_id] = private_pg.make_events(10)
     ledger = Ledger(allow_broken_connections=True)
@@ -196,6 +198,54 @@ def test_lock_held_past_statement_timeout_is_503_and_retry_books_once(private_pg
         faults_injected=1,
         statement_timeout_ms=STATEMENT_TIMEOUT_MS,
         client_timeout_s=CLIENT_TIMEOUT_S,
+        invariant_violations=len(ledger.violations) + len(problems),
+    )
+    assert ledger.violations == []
+    assert problems == []
+
+
+@pytest.mark.parametrize("release", ["waiting", "holding-timeout"])
+def test_worker_killed_without_idempotency_key_never_books_twice(
+    private_pg, fault_gunicorn, release
+):
+    """Without a key the client cannot learn what the orphan did, but a retry never gives
+    the user a second seat: it is told already_booked, or it books the one seat."""
+    server = fault_gunicorn(workers=WORKERS)
+    [event_id] = private_pg.make_events(10)
+    ledger = Ledger(allow_broken_connections=True)
+    admin = private_pg.connect()
+    admin.autocommit = False
+    if release == "waiting":
+        admin.cursor().execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
+    else:
+        admin.cursor().execute(
+            "SELECT 1 FROM event_seats WHERE event_id = %s FOR UPDATE", (event_id,)
+        )
+    body = {"event_id": event_id, "user_id": "victim"}
+    victim = ledger.record(Request(RESERVE, body, key=None))
+    sender = send_in_background(ledger, server.url, victim)
+    [(backend_pid, worker_pid)] = wait_for(
+        lambda: blocked_bookings(private_pg), 30, "the booking to block"
+    )
+    os.kill(worker_pid, signal.SIGKILL)
+    sender.join()
+    if release == "holding-timeout":
+        wait_for(lambda: backend_gone(private_pg, backend_pid), 30, "statement timeout")
+    admin.commit()
+    admin.close()
+
+    with requests.Session() as session:
+        retry = ledger.send(session, server.url, Request(RESERVE, body, key=None))
+    expected = (409, {"error": "already_booked"}) if release == "waiting" else (201, retry.body)
+    assert (retry.status, retry.body) == expected
+    assert private_pg.sql(
+        "SELECT count(*) FROM bookings WHERE event_id = %s AND user_id = 'victim'", (event_id,)
+    ) == [(1,)]
+    problems = check_counters(private_pg, [event_id])
+    report(
+        f"worker-sigkill-no-key-{release}",
+        requests=ledger.sent,
+        faults_injected=1,
         invariant_violations=len(ledger.violations) + len(problems),
     )
     assert ledger.violations == []
