@@ -8,6 +8,8 @@ with the same key, and the database must then hold exactly the bookings the clie
 
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -110,6 +112,26 @@ class PrivatePostgres:
         )
         return {int(name.split(":", 1)[1]) for (name,) in rows}
 
+    def processes(self) -> list[int]:
+        """The postmaster first, then every process it has started."""
+        pid_file = Path(self.data_dir, "pg", "postmaster.pid")
+        postmaster = int(pid_file.read_text().split()[0])
+        children = subprocess.run(
+            ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
+        )
+        return [postmaster, *(int(pid) for pid in children.stdout.split())]
+
+    def freeze(self) -> list[int]:
+        """Stop every PostgreSQL process in its tracks, as a hung host or lost network."""
+        frozen = self.processes()
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        return frozen
+
+    def thaw(self, frozen: list[int]) -> None:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+
     def close(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -198,7 +220,8 @@ class Ledger:
         except requests.Timeout:
             self.violation(f"hang: {request.path} {request.body} past {CLIENT_TIMEOUT_S}s")
             attempt = Attempt(None, None, False, epoch)
-        except requests.ConnectionError as exc:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            # A worker killed before or while it wrote the answer.
             if not self.allow_broken_connections:
                 self.violation(f"broken connection: {request.path} {request.body}: {exc}")
             attempt = Attempt(None, None, False, epoch)

@@ -56,6 +56,13 @@ class Client:
         self.ops: Counter = Counter()
 
     def run(self) -> None:
+        try:
+            self.loop()
+        except Exception as exc:  # a client that dies would silently stop checking
+            self.ledger.violation(f"client {self.n} crashed: {exc!r}")
+            raise
+
+    def loop(self) -> None:
         with requests.Session() as session:
             while time.monotonic() < self.deadline:
                 op = self.rng.choices(
@@ -137,7 +144,7 @@ class Client:
             response = session.get(
                 f"{self.url}/api/events/{event_id}/availability", timeout=CLIENT_TIMEOUT_S
             )
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
             return  # a killed worker; the ledger counts broken connections only for POSTs
         body = response.json()
         if response.status_code == 503 and body == {"error": "db_unavailable"}:

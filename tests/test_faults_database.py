@@ -140,3 +140,25 @@ def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
         "terminate-backend",
         faults_injected=len(terminated) + len(idle),
     )
+
+
+def test_postgres_frozen_answers_503_in_bounded_time(private_pg, fault_gunicorn):
+    """Every PostgreSQL process stopped (SIGSTOP), as when its host hangs or the network
+    drops: the server-side statement timeout cannot fire, yet no request may wait past
+    the configured timeouts, and none may be lost once PostgreSQL moves again."""
+    server = fault_gunicorn(workers=WORKERS)
+    event_ids = private_pg.make_events(60, 60, 60, 1000)
+    ledger = Ledger()
+    with Traffic(server.url, ledger, event_ids[:3], THREADS):
+        wait_for(lambda: ledger.statuses()[201] >= 30, 30, "bookings before the freeze")
+        frozen = private_pg.freeze()
+        down = ledger.mark()
+        try:
+            wait_for(lambda: ledger.statuses(down)[503] >= 2 * THREADS, 60, "503s while frozen")
+        finally:
+            private_pg.thaw(frozen)
+        up = ledger.mark()
+        wait_for(lambda: ledger.statuses(up)[201] >= 30, 30, "bookings after the thaw")
+    recover_and_check(
+        private_pg, server, ledger, event_ids, up, "postgres-frozen", faults_injected=1
+    )
