@@ -2,7 +2,7 @@
 
 Many client threads reserve, cancel, replay old Idempotency-Keys, send one key twice at
 once and read availability, over many small events, while a fault thread terminates
-PostgreSQL backends, SIGKILLs gunicorn workers and restarts PostgreSQL. Every client owns
+PostgreSQL backends, SIGKILLs gunicorn workers, freezes and restarts PostgreSQL. Every client owns
 its users, so it knows what each of them holds; at the end the database must agree.
 
 SOAK_SECONDS (default 150), SOAK_CLIENTS (16) and SOAK_FAULTS (1; 0 for a quiet soak)
@@ -159,26 +159,36 @@ class Client:
 
 
 class Chaos:
-    """Faults at random moments: terminated backends, killed workers, restarts."""
+    """Faults at random moments: terminated backends, killed workers; and PostgreSQL
+    frozen (SIGSTOP), restarted fast and restarted immediate, once each."""
 
-    def __init__(self, pg, server, deadline: float) -> None:
+    def __init__(self, pg, server, ledger: Ledger, deadline: float) -> None:
         self.pg = pg
+        self.ledger = ledger
         self.server = server
         self.deadline = deadline
         self.rng = random.Random(SEED)
         self.injected: Counter = Counter()
 
     def run(self) -> None:
-        restart_at = time.monotonic() + SOAK_SECONDS / 2
-        restarts = iter(["fast", "immediate"])
+        try:
+            self.loop()
+        except Exception as exc:  # faults that stop early would let the soak pass quietly
+            self.ledger.violation(f"fault thread crashed: {exc!r}")
+            raise
+
+    def loop(self) -> None:
+        # The big outages come one at a time, at a quarter, a half and three quarters.
+        outages = iter(
+            [self.freeze, lambda: self.restart("fast"), lambda: self.restart("immediate")]
+        )
+        next_outage = time.monotonic() + SOAK_SECONDS / 4
         while time.monotonic() < self.deadline - 10:
             time.sleep(self.rng.uniform(0.5, 3))
-            if time.monotonic() > restart_at:
-                mode = next(restarts, None)
-                if mode:
-                    self.restart(mode)
-                    restart_at += SOAK_SECONDS / 4
-                    continue
+            if time.monotonic() > next_outage:
+                next(outages, lambda: None)()
+                next_outage += SOAK_SECONDS / 4
+                continue
             if self.rng.random() < 0.15:
                 self.kill_worker()
             else:
@@ -194,9 +204,19 @@ class Chaos:
     def kill_worker(self) -> None:
         workers = self.server.worker_pids()
         if len(workers) == WORKERS:  # the last one killed has been replaced
-            victim = self.rng.choice(workers)
-            os.kill(victim, signal.SIGKILL)
+            try:
+                os.kill(self.rng.choice(workers), signal.SIGKILL)
+            except ProcessLookupError:
+                return  # it had just exited on its own (max_requests)
             self.injected["worker_killed"] += 1
+
+    def freeze(self) -> None:
+        frozen = self.pg.freeze()
+        try:
+            time.sleep(self.rng.uniform(3, 6))  # longer than any timeout of the service
+        finally:
+            self.pg.thaw(frozen)
+        self.injected["postgres_frozen"] += 1
 
     def restart(self, mode: str) -> None:
         self.pg.stop(mode)
@@ -214,7 +234,7 @@ def test_soak_under_chaos(private_pg, fault_gunicorn):
     ledger = Ledger(allow_broken_connections=FAULTS)
     deadline = time.monotonic() + SOAK_SECONDS
     clients = [Client(n, server.url, ledger, events, deadline) for n in range(CLIENTS)]
-    chaos = Chaos(private_pg, server, deadline)
+    chaos = Chaos(private_pg, server, ledger, deadline)
     threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
     if FAULTS:
         threads.append(threading.Thread(target=chaos.run, daemon=True))
