@@ -147,18 +147,23 @@ def private_pg() -> Iterator[PrivatePostgres]:
 
 
 @pytest.fixture(scope="module")
-def fault_gunicorn(private_pg, start_gunicorn) -> Callable[..., Gunicorn]:
-    """Start a gunicorn on the private PostgreSQL with the fault tests' timeouts."""
+def fault_gunicorn(private_pg, start_gunicorn) -> Iterator[Callable[..., Gunicorn]]:
+    """Start gunicorns on the private PostgreSQL with the fault tests' timeouts; they stop
+    with the module, before their PostgreSQL does."""
+    servers: list[Gunicorn] = []
 
     def start(workers: int = 4, **env: str) -> Gunicorn:
         server = start_gunicorn(
             env={"DATABASE_URL": private_pg.database_url, **SERVICE_ENV, **env},
             workers=workers,
         )
+        servers.append(server)
         wait_for(lambda: len(server.worker_pids()) == workers, 30, "every worker to start")
         return server
 
-    return start
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @dataclass
