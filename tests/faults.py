@@ -30,8 +30,9 @@ RESERVE = "/api/bookings/reserve"
 CANCEL = "/api/bookings/cancel"
 
 # The service's own limits in the fault tests: a request may take the connect timeout plus
-# the statement timeout on the server; the clients allow twice that plus queueing, so a
-# client timeout means a request hung past what the configuration promises.
+# the statement timeout (and its second of grace, booking.db); the clients allow twice
+# that for queueing and some slack, so a client timeout means a request hung past what
+# the configuration promises.
 STATEMENT_TIMEOUT_MS = 1500
 CONNECT_TIMEOUT_S = 2
 CLIENT_TIMEOUT_S = 2 * (CONNECT_TIMEOUT_S + STATEMENT_TIMEOUT_MS / 1000) + 4
@@ -324,6 +325,13 @@ class Traffic:
             thread.join(timeout=60)
 
     def _run(self, n: int) -> None:
+        try:
+            self._book(n)
+        except Exception as exc:  # a client that dies would silently stop checking
+            self.ledger.violation(f"client {n} crashed: {exc!r}")
+            raise
+
+    def _book(self, n: int) -> None:
         with requests.Session() as session:
             i = 0
             while not self.stop_flag.is_set():

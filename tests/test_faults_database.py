@@ -69,6 +69,7 @@ def recover_and_check(pg, server, ledger, event_ids, since_epoch, name, **figure
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_postgres_restart_under_load(private_pg, fault_gunicorn, mode):
     server = fault_gunicorn(workers=WORKERS)
+    workers = set(server.worker_pids())
     event_ids = private_pg.make_events(60, 60, 60, 1000)
     ledger = Ledger()
     with Traffic(server.url, ledger, event_ids[:3], THREADS):
@@ -87,6 +88,7 @@ def test_postgres_restart_under_load(private_pg, fault_gunicorn, mode):
     private_pg.stop(mode)
     private_pg.start()
     quiet = ledger.mark()
+    assert set(server.worker_pids()) == workers  # none was stuck until gunicorn killed it
     recover_and_check(
         private_pg, server, ledger, event_ids, quiet, f"restart-{mode}", faults_injected=2
     )
@@ -97,6 +99,7 @@ def test_postgres_restart_under_load(private_pg, fault_gunicorn, mode):
 def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
     """pg_terminate_backend on bookings waiting inside reserve_seat for the event lock."""
     server = fault_gunicorn(workers=WORKERS)
+    workers = set(server.worker_pids())
     event_ids = private_pg.make_events(60, 60, 60, 1000)
     ledger = Ledger()
     terminated: set[int] = set()  # a backend may show as waiting until it has exited
@@ -131,6 +134,7 @@ def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
     admin.close()
     wait_for(lambda: not private_pg.serving_worker_pids(), 30, "terminated backends to exit")
     quiet = ledger.mark()
+    assert set(server.worker_pids()) == workers  # none was stuck until gunicorn killed it
     recover_and_check(
         private_pg,
         server,
@@ -147,6 +151,7 @@ def test_postgres_frozen_answers_503_in_bounded_time(private_pg, fault_gunicorn)
     drops: the server-side statement timeout cannot fire, yet no request may wait past
     the configured timeouts, and none may be lost once PostgreSQL moves again."""
     server = fault_gunicorn(workers=WORKERS)
+    workers = set(server.worker_pids())
     event_ids = private_pg.make_events(60, 60, 60, 1000)
     ledger = Ledger()
     with Traffic(server.url, ledger, event_ids[:3], THREADS):
@@ -159,6 +164,7 @@ def test_postgres_frozen_answers_503_in_bounded_time(private_pg, fault_gunicorn)
             private_pg.thaw(frozen)
         up = ledger.mark()
         wait_for(lambda: ledger.statuses(up)[201] >= 30, 30, "bookings after the thaw")
+    assert set(server.worker_pids()) == workers  # none was stuck until gunicorn killed it
     recover_and_check(
         private_pg, server, ledger, event_ids, up, "postgres-frozen", faults_injected=1
     )
