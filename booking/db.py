@@ -42,6 +42,9 @@ class Database:
         self.statement_timeout_ms = statement_timeout_ms
         self.connect_timeout_s = connect_timeout_s
         self._conn: psycopg2.extensions.connection | None = None
+        # Process-wide: from here on every psycopg2 wait in this process goes through
+        # _wait_with_deadline (and psycopg2 refuses COPY and large objects in this mode).
+        psycopg2.extensions.set_wait_callback(_wait_with_deadline)
 
     def _connect(self) -> psycopg2.extensions.connection:
         conn = psycopg2.connect(
@@ -146,9 +149,6 @@ def _wait_with_deadline(conn: psycopg2.extensions.connection) -> None:
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
         if not ready and timeout is not None:
             raise psycopg2.OperationalError("no answer from the database by the deadline")
-
-
-psycopg2.extensions.set_wait_callback(_wait_with_deadline)
 
 
 def get_db() -> Database:
