@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app wsgi
 PORT ?= 3000
 
-.PHONY: install run dev migrate rollback seed purge test lint format clean bench
+.PHONY: install run dev migrate rollback seed purge test chaos lint format clean bench
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ purge: install
 
 test: install
 	$(BIN)/pytest
+
+# The soak under faults (a few minutes; SOAK_SECONDS tunes it), left out of `make test`.
+chaos: install
+	$(BIN)/pytest -m chaos
 
 # Load test on a fresh database (not part of `make test`); see BENCHMARKS.md.
 bench: install

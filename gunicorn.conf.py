@@ -10,6 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from booking import gunicorn_errors
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
 worker_class = "sync"
@@ -47,6 +49,9 @@ control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 logger_class = "booking.logs.GunicornLogger"
+
+# Requests gunicorn rejects itself are answered in JSON like every other error.
+gunicorn_errors.install()
 
 # --- Metrics across workers (booking/metrics.py) ------------------------------------------
 # Each worker writes its Prometheus samples under PROMETHEUS_MULTIPROC_DIR and GET /metrics

@@ -5,13 +5,20 @@ all the pool a worker needs. Every statement runs in autocommit mode: the bookin
 a single function call, so it is one transaction and one round trip. Nothing relies on
 session state (the statement timeout travels with each statement), so the URL may point
 at PgBouncer in transaction pooling mode.
+
+Every wait on the server has a deadline kept here, on the client: connecting takes at most
+the connect timeout, a statement at most the statement timeout plus a grace period. The
+server enforces statement_timeout itself and normally answers first; the client's deadline
+is for when it cannot: a frozen server, a host gone from the network.
 """
 
 import logging
 import os
 import select
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg2
@@ -22,6 +29,12 @@ from booking import metrics, queries
 
 log = logging.getLogger(__name__)
 
+# How much longer than statement_timeout the client waits for the server to report it.
+STATEMENT_GRACE_S = 1.0
+
+# The monotonic time by which the current wait on the server must end; None: no limit.
+_deadline: ContextVar[float | None] = ContextVar("database_deadline", default=None)
+
 
 class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached, or a statement failed for a reason not ours."""
@@ -30,9 +43,13 @@ class DatabaseUnavailable(Exception):
 class Database:
     def __init__(self, url: str, statement_timeout_ms: int, connect_timeout_s: int) -> None:
         self.url = url
+        self.statement_timeout_ms = statement_timeout_ms
         self.timeout_prefix = queries.SET_STATEMENT_TIMEOUT.format(ms=statement_timeout_ms)
         self.connect_timeout_s = connect_timeout_s
         self._conn: psycopg2.extensions.connection | None = None
+        # Process-wide: from here on every psycopg2 wait in this process goes through
+        # _wait_with_deadline (and psycopg2 refuses COPY and large objects in this mode).
+        psycopg2.extensions.set_wait_callback(_wait_with_deadline)
 
     def _connect(self) -> psycopg2.extensions.connection:
         conn = psycopg2.connect(
@@ -67,10 +84,14 @@ class Database:
     def cursor(self) -> Iterator[psycopg2.extensions.cursor]:
         """A cursor; any failure of the connection becomes DatabaseUnavailable."""
         try:
-            with self._connection().cursor() as cur:
+            with _deadline_in(self.connect_timeout_s):
+                conn = self._connection()
+            statement_s = self.statement_timeout_ms / 1000 + STATEMENT_GRACE_S
+            with _deadline_in(statement_s), conn.cursor() as cur:
                 yield cur
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            # Covers a dead server, a terminated backend and statement_timeout alike.
+            # Covers a dead server, a terminated backend, statement_timeout and a server
+            # that did not answer by the deadline alike.
             # The connection may be in any state now: start afresh next time.
             log.warning("database unavailable: %s", str(exc).strip())
             metrics.DB_ERRORS.inc()
@@ -104,6 +125,37 @@ def _is_alive(conn: psycopg2.extensions.connection) -> bool:
         return False
     readable, _, _ = select.select([conn], [], [], 0)
     return not readable
+
+
+@contextmanager
+def _deadline_in(seconds: float) -> Iterator[None]:
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _wait_with_deadline(conn: psycopg2.extensions.connection) -> None:
+    """psycopg2's wait callback: psycopg2.extras.wait_select, ending at the deadline.
+
+    With a wait callback installed psycopg2 runs every connect and query without blocking
+    and calls this to wait for the socket, so no wait can outlast the deadline.
+    """
+    deadline = _deadline.get()
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+        if state == psycopg2.extensions.POLL_READ:
+            ready = select.select([conn.fileno()], [], [], timeout)[0]
+        elif state == psycopg2.extensions.POLL_WRITE:
+            ready = select.select([], [conn.fileno()], [], timeout)[1]
+        else:
+            raise psycopg2.OperationalError(f"unexpected poll state {state}")
+        if not ready and timeout is not None:
+            raise psycopg2.OperationalError("no answer from the database by the deadline")
 
 
 def get_db() -> Database:

@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"
 IN_CI = os.environ.get("CI") == "true"
 
+# Fixtures and helpers of the fault-injection tests.
+pytest_plugins = ["faults"]
+
 
 def skip_or_fail(reason: str) -> None:
     """A missing service skips the test locally; in CI nothing may skip for that."""
@@ -174,8 +177,8 @@ class Gunicorn:
             try:
                 if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
-            except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet, or workers still booting on a busy machine
+            except requests.RequestException:  # not listening yet, or slow on a busy machine
+                pass
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text()}")
 

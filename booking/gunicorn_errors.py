@@ -1,0 +1,38 @@
+"""Gunicorn's own error answers in the API's JSON, not an HTML page.
+
+Gunicorn rejects a request it cannot parse (a control character in a header value, a bad
+request line, too many headers) before the application sees it, and writes an HTML page.
+The contract promises a JSON body for every failure, so gunicorn's error writer is
+replaced by one that answers like the application: a malformed request is bad input,
+422 validation_error, as a malformed body is (see booking.errors).
+"""
+
+import json
+
+from gunicorn import util
+
+from booking.errors import HTTP_ERROR_CODES
+
+
+def write_json_error(sock: object, status: int, reason: str, message: str) -> None:
+    """Same signature as gunicorn.util.write_error, which it replaces."""
+    if status == 400:
+        status, reason = 422, "Unprocessable Entity"
+        body = {"error": "validation_error", "details": {"_request": [message]}}
+    elif status >= 500:
+        body = {"error": "internal_error"}
+    else:
+        body = {"error": HTTP_ERROR_CODES.get(status, "http_error")}
+    payload = json.dumps(body).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + payload)
+
+
+def install() -> None:
+    """Call in the gunicorn master, before the workers fork."""
+    util.write_error = write_json_error
