@@ -10,8 +10,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from booking import gunicorn_errors
-
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
 worker_class = "sync"
@@ -50,9 +48,6 @@ accesslog = "-"
 errorlog = "-"
 logger_class = "booking.logs.GunicornLogger"
 
-# Requests gunicorn rejects itself are answered in JSON like every other error.
-gunicorn_errors.install()
-
 # --- Metrics across workers (booking/metrics.py) ------------------------------------------
 # Each worker writes its Prometheus samples under PROMETHEUS_MULTIPROC_DIR and GET /metrics
 # sums them. The directory must exist before the app is imported and start empty, or the
@@ -64,6 +59,13 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server):
+    # Imported here, after PROMETHEUS_MULTIPROC_DIR is set: prometheus_client picks its
+    # storage when booking.metrics is first imported, and the workers inherit that choice.
+    from booking import gunicorn_errors
+
+    # Requests gunicorn rejects itself are answered in JSON like every other error.
+    gunicorn_errors.install()
+
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
