@@ -288,7 +288,9 @@ class Service:
         complete = data[: data.rfind(b"\n") + 1]
         for line in complete.splitlines():
             if line.startswith(b'{"time"'):
-                statuses[json.loads(line)["status"]] += 1
+                record = json.loads(line)
+                if record["logger"] == "gunicorn.access":
+                    statuses[record["status"]] += 1
         return statuses, offset + len(complete)
 
     def log_size(self) -> int:
@@ -806,14 +808,15 @@ def main() -> None:
         service = Service(database_url, workdir / "gunicorn.log")
         postmaster = _postmaster_pid(conn)
         meter = CpuMeter(service, postmaster)
-        print(
-            f"\ngunicorn workers: {len(service.workers())}; {args.connections} clients "
-            f"(wrk: {args.threads} threads) unless said; {args.duration} s per scenario"
-        )
         runs = [
             one_run(n, service, meter, conn, database_url, args, workdir)
             for n in range(1, args.runs + 1)
         ]
+        # Counted now, not at start-up: gunicorn forks its workers one after another.
+        print(
+            f"\ngunicorn workers: {len(service.workers())}; {args.connections} clients "
+            f"(wrk: {args.threads} threads) unless said; {args.duration} s per scenario"
+        )
         print_table(runs)
 
         print_plans(conn)
