@@ -42,11 +42,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg2
 import psycopg2.errors
-import psycopg2.sql
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -55,7 +54,9 @@ sys.path.insert(0, str(ROOT))
 from bench import profile  # noqa: E402
 from bench.wire import WireCounter  # noqa: E402
 from booking import queries  # noqa: E402
-from booking.cli import apply_migrations  # noqa: E402
+from booking.cli import create_database, drop_database  # noqa: E402
+from booking.config import Config  # noqa: E402
+from booking.db import database_url as resolve_database_url  # noqa: E402
 
 HOT_SEATS = 100_000
 PREFILLED = 90_000
@@ -76,30 +77,6 @@ class Result:
 
 
 # ---------------------------------------------------------------- database
-
-
-def server_url() -> str:
-    """The server `make run` would use: DATABASE_URL, or the embedded one under .data/."""
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    from booking import embedded
-
-    return embedded.database_url(ROOT / ".data")
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def admin(url: str, statement: str, name: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        sql = psycopg2.sql.SQL(statement).format(psycopg2.sql.Identifier(name))
-        conn.cursor().execute(sql)
-    finally:
-        conn.close()
 
 
 def connect(url: str) -> psycopg2.extensions.connection:
@@ -788,15 +765,14 @@ def main() -> None:
         sys.exit("--profile needs py-spy: pip install py-spy")
     for key, value in machine().items():
         print(f"{key:8} {value}")
-    server = server_url()
-    name = f"booking_bench_{uuid.uuid4().hex[:12]}"
-    admin(server, "CREATE DATABASE {}", name)
-    database_url = with_database(server, name)
+    # The server `make run` would use: DATABASE_URL, or the embedded one under .data/.
+    server = resolve_database_url(Config.from_env())
+    database_url = create_database(server, "booking_bench")
+    name = urlsplit(database_url).path.lstrip("/")
     workdir = Path(tempfile.mkdtemp(prefix="booking-bench-"))
     service = None
     failed = True
     try:
-        apply_migrations(database_url)
         conn = connect(database_url)
         print(f"postgres {one(conn, 'SHOW server_version')[0]}, fresh database {name}")
 
@@ -831,7 +807,7 @@ def main() -> None:
         if args.keep or failed:
             print(f"\nkept: database {name}, logs in {workdir}", file=sys.stderr)
         else:
-            admin(server, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+            drop_database(server, database_url)
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -5,7 +5,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from booking import bookings, cli, events, health, limits, logs, metrics, openapi
 from booking.config import Config
-from booking.db import Database
+from booking.db import Database, database_url
 from booking.errors import register_error_handlers
 
 
@@ -14,7 +14,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["BOOKING"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_content_length
-    app.config["DATABASE_URL"] = config.database_url or _embedded_database_url(config)
+    app.config["DATABASE_URL"] = database_url(config)
     app.extensions["booking_db"] = Database(
         app.config["DATABASE_URL"], config.db_statement_timeout_ms, config.db_connect_timeout_s
     )
@@ -33,9 +33,3 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     cli.register_commands(app)
     return app
-
-
-def _embedded_database_url(config: Config) -> str:
-    from booking import embedded  # pgserver is only needed when DATABASE_URL is unset
-
-    return embedded.database_url(config.data_dir)

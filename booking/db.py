@@ -26,6 +26,7 @@ import psycopg2.extensions
 from flask import current_app
 
 from booking import metrics, queries
+from booking.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,15 @@ def _wait_with_deadline(conn: psycopg2.extensions.connection) -> None:
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
         if not ready and timeout is not None:
             raise psycopg2.OperationalError("no answer from the database by the deadline")
+
+
+def database_url(config: Config) -> str:
+    """DATABASE_URL, or the embedded PostgreSQL's URL when it is unset."""
+    if config.database_url:
+        return config.database_url
+    from booking import embedded  # pgserver is only needed when DATABASE_URL is unset
+
+    return embedded.database_url(config.data_dir)
 
 
 def get_db() -> Database:

@@ -12,11 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.sql
@@ -24,8 +22,9 @@ import pytest
 import requests
 
 from booking import create_app
-from booking.cli import apply_migrations
+from booking.cli import create_database, drop_database
 from booking.config import Config
+from booking.db import database_url as resolve_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"
@@ -42,48 +41,15 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _run_on_server(server_url: str, statement: str, database: str) -> None:
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    try:
-        query = psycopg2.sql.SQL(statement).format(psycopg2.sql.Identifier(database))
-        conn.cursor().execute(query)
-    finally:
-        conn.close()
-
-
-def create_database(server_url: str, prefix: str = "booking_test") -> str:
-    """Create an empty, migrated database on the server and return its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    _run_on_server(server_url, "CREATE DATABASE {}", name)
-    url = with_database(server_url, name)
-    apply_migrations(url)
-    return url
-
-
-def drop_database(server_url: str, database_url: str) -> None:
-    name = urlsplit(database_url).path.lstrip("/")
-    _run_on_server(server_url, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
-
-
 @pytest.fixture(scope="session")
 def server_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    from booking import embedded
-
-    return embedded.database_url(ROOT / ".data")
+    """The server `make run` would use: DATABASE_URL, or the embedded one under .data/."""
+    return resolve_database_url(Config.from_env())
 
 
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
-    url = create_database(server_url)
+    url = create_database(server_url, "booking_test")
     yield url
     drop_database(server_url, url)
 

@@ -22,9 +22,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
-from conftest import Gunicorn, create_database
+from conftest import Gunicorn
 
 from booking import embedded
+from booking.cli import create_database
 
 RESERVE = "/api/bookings/reserve"
 CANCEL = "/api/bookings/cancel"

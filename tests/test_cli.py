@@ -4,10 +4,15 @@ import json
 
 import psycopg2
 import pytest
-from conftest import create_database, drop_database
 
 from booking import create_app
-from booking.cli import SEED_EVENTS, apply_migrations, rollback_migrations
+from booking.cli import (
+    SEED_EVENTS,
+    apply_migrations,
+    create_database,
+    drop_database,
+    rollback_migrations,
+)
 from booking.config import Config
 
 
