@@ -27,8 +27,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +55,7 @@ from booking import queries  # noqa: E402
 from booking.cli import create_database, drop_database  # noqa: E402
 from booking.config import Config  # noqa: E402
 from booking.db import database_url as resolve_database_url  # noqa: E402
+from tests.support import Gunicorn  # noqa: E402
 
 HOT_SEATS = 100_000
 PREFILLED = 90_000
@@ -215,46 +214,12 @@ def pgbench_program() -> str:
     return shutil.which("pgbench") or str(POSTGRES_BIN_PATH / "pgbench")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Service:
-    """gunicorn as `make run` starts it, bound to loopback, its log in a file."""
+class Service(Gunicorn):
+    """gunicorn as `make run` starts it (its own worker count), bound to loopback, its log
+    in a file; the bench measures the booking path, not the rate limiter."""
 
     def __init__(self, database_url: str, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port)}
-        env["DATABASE_URL"] = database_url
-        env.pop("RATE_LIMIT", None)  # the bench measures the booking path, not the limiter
-        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while not self._healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def workers(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in out.stdout.split()]
+        super().__init__({"DATABASE_URL": database_url, "RATE_LIMIT": ""}, log_path, workers=None)
 
     def statuses_logged(self, offset: int) -> tuple[Counter, int]:
         """Status counts of the access-log lines after byte `offset`, and the new offset."""
@@ -283,12 +248,6 @@ class Service:
             time.sleep(0.1)
             if (new_size := self.log_size()) != size:
                 size, since = new_size, time.monotonic()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
-        self.log.close()
 
 
 def process_cpu_seconds(pid: int, with_reaped_children: bool) -> float:
@@ -390,7 +349,7 @@ def wrk_scenario(
     cpu_before = meter.sample()
     tag = uuid.uuid4().hex[:8]
     if profile_dir:
-        recorders = profile.record(service.workers()[0], max(1, args.duration - 1), profile_dir)
+        recorders = profile.record(service.worker_pids()[0], max(1, args.duration - 1), profile_dir)
     report = run_wrk(service, args, kind, event_ids[0], len(event_ids), tag)
     if profile_dir:
         print(f"  py-spy, one gunicorn worker during {name}:")
@@ -638,7 +597,7 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
     for event in (full, full2, pg_full):
         prefill(conn, event[0], PREFILLED)
     checkpoint(conn)
-    workers = len(service.workers())
+    workers = len(service.worker_pids())
 
     def wrk(name: str, kind: str, events: list[int], profiled: bool = False) -> Callable:
         profile_dir = workdir if profiled and args.profile and number == 1 else None
@@ -790,7 +749,7 @@ def main() -> None:
         ]
         # Counted now, not at start-up: gunicorn forks its workers one after another.
         print(
-            f"\ngunicorn workers: {len(service.workers())}; {args.connections} clients "
+            f"\ngunicorn workers: {len(service.worker_pids())}; {args.connections} clients "
             f"(wrk: {args.threads} threads) unless said; {args.duration} s per scenario"
         )
         print_table(runs)

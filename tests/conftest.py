@@ -1,44 +1,30 @@
-"""Shared fixtures: a private database per test run, the app, and real gunicorn servers.
+"""Fixtures: a private database per test run, the app, and real gunicorn servers.
 
 Every test talks to a real PostgreSQL: the server in DATABASE_URL when it is set, the
 embedded one under .data/ otherwise. Each run creates its own database and drops it at the
-end, so runs never interfere.
+end, so runs never interfere. Helpers live in support.py; tests import them from there.
 """
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
+import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg2
-import psycopg2.sql
 import pytest
-import requests
+from support import ADMIN_TOKEN, SERVICE_ENV, SUMMARY, Gunicorn, PrivatePostgres, wait_for
 
 from booking import create_app
 from booking.cli import create_database, drop_database
 from booking.config import Config
 from booking.db import database_url as resolve_database_url
 
-ROOT = Path(__file__).resolve().parent.parent
-ADMIN_TOKEN = "test-admin-token"
-IN_CI = os.environ.get("CI") == "true"
 
-# Fixtures and helpers of the fault-injection tests.
-pytest_plugins = ["faults"]
-
-
-def skip_or_fail(reason: str) -> None:
-    """A missing service skips the test locally; in CI nothing may skip for that."""
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: required)")
-    pytest.skip(reason)
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The figures the fault tests reported, one line per test."""
+    if SUMMARY:
+        terminalreporter.section("fault injection summary")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -101,66 +87,6 @@ def make_event(sql) -> Callable[..., int]:
     return make
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Gunicorn:
-    """A real gunicorn serving the app, started the way `make run` starts it."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 4) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        full_env = {
-            **os.environ,
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "WEB_CONCURRENCY": str(workers),
-            **env,
-        }
-        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            self.wait_until_serving()
-        except BaseException:
-            self.stop()  # never leave a half-started server behind
-            raise
-
-    def wait_until_serving(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.log_path.read_text()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:  # not listening yet, or slow on a busy machine
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text()}")
-
-    def worker_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
-        )
-        return [int(pid) for pid in out.stdout.split()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
-        self.log.close()
-
-
 @pytest.fixture(scope="session")
 def start_gunicorn(database_url: str, tmp_path_factory) -> Iterator[Callable[..., Gunicorn]]:
     """Start gunicorn servers against the test database; all are stopped at the end."""
@@ -188,17 +114,30 @@ def server(start_gunicorn) -> Gunicorn:
     return start_gunicorn(workers=4)
 
 
-def overlap(calls: list[Callable[[], object]]) -> list[object]:
-    """Run the calls on parallel threads released together by a barrier."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], object]) -> object:
-        barrier.wait()
-        return call()
-
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(run, calls))
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[PrivatePostgres]:
+    # A directory of our own rather than pytest's numbered ones, which concurrent runs on
+    # the same machine may clean up; short, too, for the server's Unix socket path.
+    pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="booking-faults-")))
+    yield pg
+    pg.close()
 
 
-def post_json(url: str, body: dict, headers: dict | None = None) -> requests.Response:
-    return requests.post(url, json=body, headers=headers, timeout=30)
+@pytest.fixture(scope="module")
+def fault_gunicorn(private_pg, start_gunicorn) -> Iterator[Callable[..., Gunicorn]]:
+    """Start gunicorns on the private PostgreSQL with the fault tests' timeouts; they stop
+    with the module, before their PostgreSQL does."""
+    servers: list[Gunicorn] = []
+
+    def start(workers: int = 4, **env: str) -> Gunicorn:
+        server = start_gunicorn(
+            env={"DATABASE_URL": private_pg.database_url, **SERVICE_ENV, **env},
+            workers=workers,
+        )
+        servers.append(server)
+        wait_for(lambda: len(server.worker_pids()) == workers, "every worker to start")
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

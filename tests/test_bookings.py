@@ -5,10 +5,8 @@ import threading
 from collections import Counter
 
 import requests
-from conftest import overlap, post_json
+from support import BOOKINGS, CANCEL, EVENTS, RESERVE, overlap, post_json
 
-RESERVE = "/api/bookings/reserve"
-CANCEL = "/api/bookings/cancel"
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
@@ -21,7 +19,7 @@ def cancel(client, event_id, user_id):
 
 
 def availability(client, event_id):
-    return client.get(f"/api/events/{event_id}/availability").get_json()
+    return client.get(f"{EVENTS}/{event_id}/availability").get_json()
 
 
 def test_reserve_books_a_seat(client, make_event, sql):
@@ -32,7 +30,7 @@ def test_reserve_books_a_seat(client, make_event, sql):
     assert set(body) == {"booking_id", "event_id", "user_id", "created_at"}
     assert body["event_id"] == event_id and body["user_id"] == "alice"
     assert TIMESTAMP.match(body["created_at"])
-    assert response.headers["Location"] == f"/api/bookings/{body['booking_id']}"
+    assert response.headers["Location"] == f"{BOOKINGS}/{body['booking_id']}"
     rows = sql("SELECT id, user_id FROM bookings WHERE event_id = %s", (event_id,))
     assert rows == [(body["booking_id"], "alice")]
     assert availability(client, event_id) == {
@@ -125,17 +123,17 @@ def test_cancel_errors(client, make_event):
 def test_look_up_active_and_cancelled_booking(client, make_event):
     event_id = make_event(2)
     booked = reserve(client, event_id, "alice").get_json()
-    response = client.get(f"/api/bookings/{booked['booking_id']}")
+    response = client.get(f"{BOOKINGS}/{booked['booking_id']}")
     assert response.status_code == 200
     assert response.get_json() == {**booked, "status": "active", "cancelled_at": None}
     cancelled = cancel(client, event_id, "alice").get_json()
-    response = client.get(f"/api/bookings/{booked['booking_id']}")
+    response = client.get(f"{BOOKINGS}/{booked['booking_id']}")
     assert response.get_json() == {**cancelled, "status": "cancelled"}
 
 
 def test_look_up_unknown_or_malformed_booking_is_404(client):
     for booking_id in ["2147483647", "0", "-1", "abc", "1.5", "99999999999", "%00"]:
-        response = client.get(f"/api/bookings/{booking_id}")
+        response = client.get(f"{BOOKINGS}/{booking_id}")
         assert response.status_code == 404, booking_id
         assert response.get_json() == {"error": "booking_not_found"}
 
@@ -162,7 +160,7 @@ def test_200_users_race_for_50_seats(server, make_event, sql):
 
 
 def assert_availability(server, event_id, booked, left):
-    body = requests.get(f"{server.url}/api/events/{event_id}/availability", timeout=10).json()
+    body = requests.get(f"{server.url}{EVENTS}/{event_id}/availability", timeout=10).json()
     assert (body["booked"], body["left"]) == (booked, left)
 
 
@@ -185,7 +183,7 @@ def test_reserve_cancel_reserve_race_never_oversells(server, make_event, sql):
     def sample() -> None:
         with requests.Session() as session:
             while not done.is_set():
-                url = f"{server.url}/api/events/{event_id}/availability"
+                url = f"{server.url}{EVENTS}/{event_id}/availability"
                 samples.append(session.get(url, timeout=10).json()["booked"])
 
     def user(i: int) -> int | None:

@@ -18,15 +18,16 @@ from collections import Counter
 
 import pytest
 import requests
-from conftest import overlap
-from faults import (
+from support import (
     CANCEL,
     CLIENT_TIMEOUT_S,
+    EVENTS,
     RESERVE,
     Ledger,
     Request,
     all_workers_serving,
     check_database,
+    overlap,
     process_alive,
     report,
 )
@@ -34,7 +35,7 @@ from faults import (
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "150"))
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "16"))
 FAULTS = os.environ.get("SOAK_FAULTS", "1") != "0"
-EVENTS = 24
+EVENT_COUNT = 24
 USERS_PER_CLIENT = 8
 WORKERS = 4
 SEED = 8
@@ -142,7 +143,7 @@ class Client:
             self.ledger.sent += 1
         try:
             response = session.get(
-                f"{self.url}/api/events/{event_id}/availability", timeout=CLIENT_TIMEOUT_S
+                f"{self.url}{EVENTS}/{event_id}/availability", timeout=CLIENT_TIMEOUT_S
             )
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
             return  # a killed worker; the ledger counts broken connections only for POSTs
@@ -262,7 +263,7 @@ def test_soak_under_chaos(private_pg, fault_gunicorn):
         "soak",
         seconds=int(SOAK_SECONDS),
         clients=CLIENTS,
-        events=EVENTS,
+        events=EVENT_COUNT,
         requests=ledger.sent,
         operations=dict(ops),
         faults_injected=sum(chaos.injected.values()),

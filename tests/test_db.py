@@ -2,6 +2,7 @@
 
 import psycopg2
 import pytest
+from support import EVENTS, RESERVE
 
 from booking import create_app, embedded
 from booking.cli import apply_migrations
@@ -26,10 +27,7 @@ def test_ready_and_bookings_follow_a_database_restart(private_postgres):
     conn.cursor().execute("INSERT INTO events (id, name, total_seats) VALUES (1, 'x', 10)")
     conn.close()
     assert client.get("/ready").status_code == 200
-    assert (
-        client.post("/api/bookings/reserve", json={"event_id": 1, "user_id": "a"}).status_code
-        == 201
-    )
+    assert client.post(RESERVE, json={"event_id": 1, "user_id": "a"}).status_code == 201
 
     embedded.stop(data_dir, "fast")
     response = client.get("/ready")
@@ -37,19 +35,19 @@ def test_ready_and_bookings_follow_a_database_restart(private_postgres):
         503,
         {"status": "not_ready", "reason": "db"},
     )
-    response = client.post("/api/bookings/reserve", json={"event_id": 1, "user_id": "b"})
+    response = client.post(RESERVE, json={"event_id": 1, "user_id": "b"})
     assert (response.status_code, response.get_json()) == (503, {"error": "db_unavailable"})
 
     embedded.start(data_dir)
     # The very next request works: the dead connection is noticed and replaced.
-    response = client.post("/api/bookings/reserve", json={"event_id": 1, "user_id": "b"})
+    response = client.post(RESERVE, json={"event_id": 1, "user_id": "b"})
     assert response.status_code == 201
     assert client.get("/ready").status_code == 200
 
 
 def test_terminated_backend_is_replaced_without_an_error(client, make_event, sql):
     event_id = make_event(5)
-    assert client.get(f"/api/events/{event_id}").status_code == 200
+    assert client.get(f"{EVENTS}/{event_id}").status_code == 200
     # The timeout makes it wait until each backend has gone.
     terminated = sql(
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
@@ -57,7 +55,7 @@ def test_terminated_backend_is_replaced_without_an_error(client, make_event, sql
         " AND pid <> pg_backend_pid()"
     )
     assert terminated and all(row[0] for row in terminated)
-    response = client.post("/api/bookings/reserve", json={"event_id": event_id, "user_id": "a"})
+    response = client.post(RESERVE, json={"event_id": event_id, "user_id": "a"})
     assert response.status_code == 201
 
 
@@ -69,9 +67,9 @@ def test_statement_timeout_answers_503_and_frees_the_worker(config, make_event, 
     holder = psycopg2.connect(database_url)
     holder.cursor().execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
     try:
-        response = client.post("/api/bookings/reserve", json={"event_id": event_id, "user_id": "a"})
+        response = client.post(RESERVE, json={"event_id": event_id, "user_id": "a"})
         assert (response.status_code, response.get_json()) == (503, {"error": "db_unavailable"})
     finally:
         holder.close()
-    response = client.post("/api/bookings/reserve", json={"event_id": event_id, "user_id": "a"})
+    response = client.post(RESERVE, json={"event_id": event_id, "user_id": "a"})
     assert response.status_code == 201

@@ -7,10 +7,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from conftest import post_json
-from services import log_entries, wait_for
+from support import RESERVE, log_entries, post_json, wait_for
 
-RESERVE = "/api/bookings/reserve"
 LOCK_NAMESPACE = 1001  # the per-event advisory lock of reserve_seat / cancel_seat
 
 

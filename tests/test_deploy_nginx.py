@@ -5,8 +5,7 @@ import uuid
 
 import pytest
 import requests
-from conftest import free_port, post_json
-from services import session_from, start_nginx, wait_for_entries
+from support import RESERVE, free_port, post_json, session_from, start_nginx, wait_for_entries
 
 # The same tests as in test_bookings.py, run here against the `client` and `server` below.
 from test_bookings import (  # noqa: F401
@@ -16,8 +15,6 @@ from test_bookings import (  # noqa: F401
     test_reserve_books_a_seat,
     test_second_reserve_by_same_user_is_already_booked,
 )
-
-RESERVE = "/api/bookings/reserve"
 
 
 class Proxied:
@@ -69,7 +66,7 @@ def access_log_entries(gunicorn, request_id: str) -> list[dict]:
 def test_request_id_is_passed_through_and_logged(server, make_event):
     request_id = f"test-{uuid.uuid4().hex}"
     response = session_from("127.0.0.2").post(
-        f"{server.url}/api/bookings/reserve",
+        f"{server.url}{RESERVE}",
         json={"event_id": make_event(1), "user_id": "alice"},
         headers={"X-Request-ID": request_id},
         timeout=30,

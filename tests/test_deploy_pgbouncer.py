@@ -3,8 +3,7 @@ booking race stays exact and DB_STATEMENT_TIMEOUT_MS still bounds every statemen
 
 import psycopg2
 import pytest
-from conftest import post_json, skip_or_fail
-from services import start_pgbouncer
+from support import RESERVE, post_json, skip_or_fail, start_pgbouncer
 
 # The race of test_bookings.py, run here against the `server` and `db` below.
 from test_bookings import test_200_users_race_for_50_seats  # noqa: F401
@@ -53,9 +52,7 @@ def server(start_gunicorn, pgbouncer):
 def test_gunicorn_really_talks_to_pgbouncer(server, pgbouncer, make_event):
     """SHOW POOLS on PgBouncer's admin console names the app's database."""
     assert (
-        post_json(
-            f"{server.url}/api/bookings/reserve", {"event_id": make_event(1), "user_id": "a"}
-        ).status_code
+        post_json(f"{server.url}{RESERVE}", {"event_id": make_event(1), "user_id": "a"}).status_code
         == 201
     )
     admin = psycopg2.connect(pgbouncer.url.rsplit("/", 1)[0] + "/pgbouncer")
@@ -73,7 +70,7 @@ def test_gunicorn_really_talks_to_pgbouncer(server, pgbouncer, make_event):
 def test_statement_timeout_holds_through_pgbouncer(server, make_event, db):
     """A booking stuck behind a held event lock is cut off by the timeout: 503, not a hang."""
     event_id = make_event(5)
-    url = f"{server.url}/api/bookings/reserve"
+    url = f"{server.url}{RESERVE}"
     with db.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, event_id))
     try:

@@ -10,14 +10,23 @@ from collections import Counter
 import pytest
 import redis
 import requests
-from conftest import overlap
-from services import log_entries, session_from, start_nginx, start_redis, wait_for_entries
+from support import (
+    BOOKINGS,
+    CANCEL,
+    EVENTS,
+    RESERVE,
+    log_entries,
+    overlap,
+    session_from,
+    skip_or_fail,
+    start_nginx,
+    start_redis,
+    wait_for_entries,
+)
 
 from booking import create_app
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
-RESERVE = "/api/bookings/reserve"
-CANCEL = "/api/bookings/cancel"
 
 
 def booking_post(url: str, path: str, event_id: int, user: str, session=requests, headers=None):
@@ -30,8 +39,6 @@ def key_prefix() -> str:
     """A Redis key prefix of this test's own; its keys are deleted afterwards."""
     with socket.socket() as sock:
         if sock.connect_ex(("127.0.0.1", 6379)) != 0:
-            from conftest import skip_or_fail
-
             skip_or_fail("Redis is not running on 127.0.0.1:6379")
     prefix = f"booking-test-{uuid.uuid4().hex[:12]}"
     yield prefix
@@ -68,8 +75,8 @@ def test_limit_answers_429_with_headers_and_spares_other_routes(config, make_eve
         assert int(response.headers["Retry-After"]) > 0
         assert response.headers["X-RateLimit-Remaining"] == "0"
     booking_id = first.get_json()["booking_id"]
-    assert client.get(f"/api/bookings/{booking_id}").status_code == 200
-    assert client.get(f"/api/events/{event_id}/availability").status_code == 200
+    assert client.get(f"{BOOKINGS}/{booking_id}").status_code == 200
+    assert client.get(f"{EVENTS}/{event_id}/availability").status_code == 200
 
 
 def test_no_limit_when_rate_limit_is_unset(client, make_event):

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import requests
-from conftest import skip_or_fail
+from support import skip_or_fail
 
 from booking import create_app
 from booking.config import Config

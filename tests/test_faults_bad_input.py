@@ -10,8 +10,7 @@ import socket
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import ADMIN_TOKEN
-from faults import report
+from support import ADMIN_TOKEN, BOOKINGS, CANCEL, EVENTS, RESERVE, report
 
 RANDOM_BODIES = 1200
 RANDOM_HEADERS = 1200
@@ -121,7 +120,7 @@ def contract_cases(event_id: int) -> list[tuple[bytes, int, str]]:
     ]
     good = json.dumps({"event_id": event_id, "user_id": ok_user}).encode()
     cases = []
-    for path in ("/api/bookings/reserve", "/api/bookings/cancel"):
+    for path in (RESERVE, CANCEL):
         for body in bodies:
             cases.append((build("POST", path, json.dumps(body).encode()), 422, "validation_error"))
         for body in raw_bodies:
@@ -154,14 +153,12 @@ def contract_cases(event_id: int) -> list[tuple[bytes, int, str]]:
     ):
         cases.append(
             (
-                build("POST", "/api/events", json.dumps(body).encode(), admin),
+                build("POST", EVENTS, json.dumps(body).encode(), admin),
                 422,
                 "validation_error",
             )
         )
-    cases.append(
-        (build("POST", "/api/events", b'{"name": "ok", "total_seats": 1}'), 401, "unauthorized")
-    )
+    cases.append((build("POST", EVENTS, b'{"name": "ok", "total_seats": 1}'), 401, "unauthorized"))
     for raw_id in (
         "abc",
         "0",
@@ -173,11 +170,11 @@ def contract_cases(event_id: int) -> list[tuple[bytes, int, str]]:
         "%E2%82%AC",
         "1%20",
     ):
-        cases.append((build("GET", f"/api/events/{raw_id}/availability"), 404, "event_not_found"))
-        cases.append((build("GET", f"/api/events/{raw_id}"), 404, "event_not_found"))
-        cases.append((build("GET", f"/api/bookings/{raw_id}"), 404, "booking_not_found"))
+        cases.append((build("GET", f"{EVENTS}/{raw_id}/availability"), 404, "event_not_found"))
+        cases.append((build("GET", f"{EVENTS}/{raw_id}"), 404, "event_not_found"))
+        cases.append((build("GET", f"{BOOKINGS}/{raw_id}"), 404, "booking_not_found"))
     for query in ("limit=0", "limit=101", "limit=x", "after=-1", "after=x", "page=2", "limit=1.5"):
-        cases.append((build("GET", f"/api/events?{query}"), 422, "validation_error"))
+        cases.append((build("GET", f"{EVENTS}?{query}"), 422, "validation_error"))
     return cases
 
 
@@ -215,7 +212,7 @@ def test_bad_input_at_volume_never_5xx_and_changes_nothing(private_pg, fault_gun
     [event_id] = private_pg.make_events(1_000_000)
     before = snapshot(private_pg)
     rng = random.Random(SEED)
-    paths = ["/api/bookings/reserve", "/api/bookings/cancel"]
+    paths = [RESERVE, CANCEL]
     good = json.dumps({"event_id": event_id, "user_id": "fuzz"}).encode()
     contract = contract_cases(event_id) * REPEAT_CONTRACT_CASES
     random_bodies = [random_body_case(rng, rng.choice(paths)) for _ in range(RANDOM_BODIES)]

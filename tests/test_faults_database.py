@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from faults import (
+from support import (
     CLIENT_TIMEOUT_S,
     RESERVE,
     Ledger,
@@ -73,15 +73,15 @@ def test_postgres_restart_under_load(private_pg, fault_gunicorn, mode):
     event_ids = private_pg.make_events(60, 60, 60, 1000)
     ledger = Ledger()
     with Traffic(server.url, ledger, event_ids[:3], THREADS):
-        wait_for(lambda: ledger.statuses()[201] >= 30, 30, "bookings before the outage")
+        wait_for(lambda: ledger.statuses()[201] >= 30, "bookings before the outage")
         private_pg.stop(mode)
         down = ledger.mark()
-        wait_for(lambda: ledger.statuses(down)[503] >= 20, 30, "503s during the outage")
+        wait_for(lambda: ledger.statuses(down)[503] >= 20, "503s during the outage")
         outage = ledger.statuses(down)
         assert ready(server) == (503, {"status": "not_ready", "reason": "db"})
         private_pg.start()
         up = ledger.mark()
-        wait_for(lambda: ledger.statuses(up)[201] >= 30, 30, "bookings after the restart")
+        wait_for(lambda: ledger.statuses(up)[201] >= 30, "bookings after the restart")
     assert set(outage) <= {503}, outage
     # Again while no request is running: each worker's idle connection is dead now and
     # must be noticed and replaced before use, not answered with a 503.
@@ -106,14 +106,13 @@ def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
     admin = private_pg.connect()
     admin.autocommit = False
     with Traffic(server.url, ledger, event_ids[:3], THREADS):
-        wait_for(lambda: ledger.statuses()[201] >= 20, 30, "bookings before the faults")
+        wait_for(lambda: ledger.statuses()[201] >= 20, "bookings before the faults")
         for round_ in range(10):
             event_id = event_ids[round_ % 3]
             with admin.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
                 waiting = wait_for(
                     lambda e=event_id: backends_waiting_for_event_lock(private_pg, e),
-                    30,
                     "a blocked booking",
                 )
                 for backend_pid in waiting:
@@ -121,7 +120,7 @@ def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
                     if cur.fetchone()[0]:
                         terminated.add(backend_pid)
             admin.commit()
-        wait_for(lambda: ledger.statuses()[201] >= 100, 30, "bookings after the faults")
+        wait_for(lambda: ledger.statuses()[201] >= 100, "bookings after the faults")
     assert ledger.statuses()[503] >= len(terminated) > 0
     # Idle connections terminated between requests: each worker must notice before use.
     with admin.cursor() as cur:
@@ -132,7 +131,7 @@ def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
         idle = [pid for pid, ok in cur.fetchall() if ok]
     admin.commit()
     admin.close()
-    wait_for(lambda: not private_pg.serving_worker_pids(), 30, "terminated backends to exit")
+    wait_for(lambda: not private_pg.serving_worker_pids(), "terminated backends to exit")
     quiet = ledger.mark()
     assert set(server.worker_pids()) == workers  # none was stuck until gunicorn killed it
     recover_and_check(
@@ -155,15 +154,17 @@ def test_postgres_frozen_answers_503_in_bounded_time(private_pg, fault_gunicorn)
     event_ids = private_pg.make_events(60, 60, 60, 1000)
     ledger = Ledger()
     with Traffic(server.url, ledger, event_ids[:3], THREADS):
-        wait_for(lambda: ledger.statuses()[201] >= 30, 30, "bookings before the freeze")
+        wait_for(lambda: ledger.statuses()[201] >= 30, "bookings before the freeze")
         frozen = private_pg.freeze()
         down = ledger.mark()
         try:
-            wait_for(lambda: ledger.statuses(down)[503] >= 2 * THREADS, 60, "503s while frozen")
+            wait_for(
+                lambda: ledger.statuses(down)[503] >= 2 * THREADS, "503s while frozen", timeout=60
+            )
         finally:
             private_pg.thaw(frozen)
         up = ledger.mark()
-        wait_for(lambda: ledger.statuses(up)[201] >= 30, 30, "bookings after the thaw")
+        wait_for(lambda: ledger.statuses(up)[201] >= 30, "bookings after the thaw")
     assert set(server.worker_pids()) == workers  # none was stuck until gunicorn killed it
     recover_and_check(
         private_pg, server, ledger, event_ids, up, "postgres-frozen", faults_injected=1

@@ -10,8 +10,7 @@ import threading
 
 import pytest
 import requests
-from conftest import overlap
-from faults import (
+from support import (
     CLIENT_TIMEOUT_S,
     RESERVE,
     STATEMENT_TIMEOUT_MS,
@@ -20,6 +19,7 @@ from faults import (
     all_workers_serving,
     check_counters,
     check_database,
+    overlap,
     report,
     wait_for,
 )
@@ -98,7 +98,7 @@ def test_worker_killed_inside_reserve_seat(private_pg, fault_gunicorn, release):
     victim = ledger.record(Request(RESERVE, {"event_id": event_id, "user_id": "victim"}))
     sender = send_in_background(ledger, server.url, victim)
     [(backend_pid, worker_pid)] = wait_for(
-        lambda: blocked_bookings(private_pg), 30, "the booking to block"
+        lambda: blocked_bookings(private_pg), "the booking to block"
     )
     assert worker_pid in server.worker_pids()
     assert holds_event_lock(private_pg, backend_pid, event_id) == (release != "waiting")
@@ -112,12 +112,12 @@ def test_worker_killed_inside_reserve_seat(private_pg, fault_gunicorn, release):
             target=book_many, args=(ledger, server.url, event_id, ["a", "b", "c", "d"])
         )
         others.start()
-        wait_for(lambda: len(blocked_bookings(private_pg)) >= 2, 30, "others to queue")
+        wait_for(lambda: len(blocked_bookings(private_pg)) >= 2, "others to queue")
         admin.commit()
         others.join()
     else:
         if release == "holding-timeout":
-            wait_for(lambda: backend_gone(private_pg, backend_pid), 30, "statement timeout")
+            wait_for(lambda: backend_gone(private_pg, backend_pid), "statement timeout")
         admin.commit()
         book_many(ledger, server.url, event_id, ["a", "b", "c", "d"])
     admin.close()
@@ -135,7 +135,6 @@ def test_worker_killed_inside_reserve_seat(private_pg, fault_gunicorn, release):
 
     wait_for(
         lambda: len(server.worker_pids()) == WORKERS and worker_pid not in server.worker_pids(),
-        30,
         "gunicorn to replace the killed worker",
     )
     all_workers_serving(
@@ -225,12 +224,12 @@ def test_worker_killed_without_idempotency_key_never_books_twice(
     victim = ledger.record(Request(RESERVE, body, key=None))
     sender = send_in_background(ledger, server.url, victim)
     [(backend_pid, worker_pid)] = wait_for(
-        lambda: blocked_bookings(private_pg), 30, "the booking to block"
+        lambda: blocked_bookings(private_pg), "the booking to block"
     )
     os.kill(worker_pid, signal.SIGKILL)
     sender.join()
     if release == "holding-timeout":
-        wait_for(lambda: backend_gone(private_pg, backend_pid), 30, "statement timeout")
+        wait_for(lambda: backend_gone(private_pg, backend_pid), "statement timeout")
     admin.commit()
     admin.close()
 

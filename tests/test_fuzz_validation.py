@@ -13,11 +13,10 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import CANCEL, RESERVE
 
 from booking.schemas import MAX_INT, PRINTABLE_TEXT_PATTERN, BookingRequestSchema
 
-RESERVE = "/api/bookings/reserve"
-CANCEL = "/api/bookings/cancel"
 EXAMPLES = 250
 # Stands for a new unique value, so that valid requests often book rather than collide.
 FRESH = "<fresh>"

@@ -1,6 +1,6 @@
 """Health, readiness, and JSON errors for unknown routes and methods."""
 
-from conftest import free_port
+from support import RESERVE, free_port
 
 from booking import create_app
 from booking.config import Config
@@ -24,7 +24,7 @@ def test_ready_is_503_when_database_is_unreachable():
         503,
         {"status": "not_ready", "reason": "db"},
     )
-    response = client.post("/api/bookings/reserve", json={"event_id": 1, "user_id": "u"})
+    response = client.post(RESERVE, json={"event_id": 1, "user_id": "u"})
     assert (response.status_code, response.get_json()) == (503, {"error": "db_unavailable"})
     assert client.get("/health").status_code == 200
 
@@ -36,7 +36,7 @@ def test_unknown_route_is_json_404(client):
 
 
 def test_wrong_method_is_json_405(client):
-    response = client.put("/api/bookings/reserve")
+    response = client.put(RESERVE)
     assert response.status_code == 405
     assert response.get_json() == {"error": "method_not_allowed"}
     assert "POST" in response.headers["Allow"]

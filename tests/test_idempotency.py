@@ -8,13 +8,10 @@ from collections import Counter
 import psycopg2
 import pytest
 import requests
-from conftest import overlap
+from support import CANCEL, EVENTS, RESERVE, overlap
 
 from booking import create_app
 from booking.config import Config
-
-RESERVE = "/api/bookings/reserve"
-CANCEL = "/api/bookings/cancel"
 
 
 def post(client, path, body, key):
@@ -100,7 +97,7 @@ def test_replayed_cancel(client, make_event, key, state):
     before = state()
     assert_replay(first, post(client, CANCEL, body, key))
     assert state() == before
-    assert client.get(f"/api/events/{event_id}").get_json()["booked"] == 1
+    assert client.get(f"{EVENTS}/{event_id}").get_json()["booked"] == 1
 
 
 def test_replayed_booking_not_found(client, make_event, key):

@@ -6,6 +6,8 @@ import logging
 import re
 import sys
 
+from support import EVENTS
+
 from booking.logs import JsonFormatter
 
 
@@ -16,7 +18,7 @@ def test_request_id_is_made_when_missing(client):
 
 
 def test_request_id_is_kept_when_given_and_sane(client):
-    response = client.get("/api/events/0", headers={"X-Request-ID": "lb-1234:abc/DEF=="})
+    response = client.get(f"{EVENTS}/0", headers={"X-Request-ID": "lb-1234:abc/DEF=="})
     assert response.status_code == 404
     assert response.headers["X-Request-ID"] == "lb-1234:abc/DEF=="
 

@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 import requests
-from conftest import free_port, overlap, post_json
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from support import CANCEL, EVENTS, RESERVE, free_port, overlap, post_json
 
 from booking import create_app
 from booking.config import Config
@@ -55,13 +55,13 @@ def spread_over_workers(url: str, event_id: int) -> None:
     for _ in range(20):
         if len(connected_pids(scrape(url))) >= 2:
             return
-        overlap([lambda: requests.get(f"{url}/api/events/{event_id}", timeout=10)] * 8)
+        overlap([lambda: requests.get(f"{url}{EVENTS}/{event_id}", timeout=10)] * 8)
     pytest.fail("the requests never reached a second worker")
 
 
 def test_booking_counters_sum_over_workers(metered, make_event):
     url = metered.url
-    reserve, cancel = f"{url}/api/bookings/reserve", f"{url}/api/bookings/cancel"
+    reserve, cancel = f"{url}{RESERVE}", f"{url}{CANCEL}"
     five_seats, roomy = make_event(5), make_event(100)
     spread_over_workers(url, roomy)
     before = scrape(url)
@@ -98,7 +98,7 @@ def test_booking_counters_sum_over_workers(metered, make_event):
     assert delta("bookings_replayed_total", action="reserve") == 1
     assert (errors["sold_out"], errors["already_booked"], errors["event_not_found"]) == (3, 2, 3)
 
-    route = "/api/bookings/reserve"
+    route = RESERVE
     for status, count in statuses.items():
         assert delta("http_requests_total", method="POST", route=route, status=str(status)) == count
     assert delta("http_request_duration_seconds_count", method="POST", route=route) == len(reserves)
@@ -108,7 +108,7 @@ def test_booking_counters_sum_over_workers(metered, make_event):
 def test_a_dead_workers_counts_stay_and_its_connection_goes(metered, make_event):
     url = metered.url
     spread_over_workers(url, make_event(1))
-    post_json(f"{url}/api/bookings/reserve", {"event_id": make_event(1), "user_id": "u"})
+    post_json(f"{url}{RESERVE}", {"event_id": make_event(1), "user_id": "u"})
     before = scrape(url)
     victim = int(sorted(connected_pids(before))[0])
 

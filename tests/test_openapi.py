@@ -3,10 +3,10 @@
 import pytest
 import requests
 import schemathesis
-from conftest import ADMIN_TOKEN
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+from support import ADMIN, CANCEL, EVENTS, RESERVE
 
 from booking import create_app
 from booking.config import Config
@@ -24,7 +24,6 @@ FUZZ = [
     if mode.is_positive or "parameters" in operation or "requestBody" in operation
 ]
 EXAMPLES_PER_OPERATION = 30
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +43,11 @@ def test_the_spec_is_valid_openapi_3(live_schema):
 def test_every_route_of_the_contract_is_described():
     described = {(method, path) for method, path in OPERATIONS}
     assert described == {
-        ("POST", "/api/bookings/reserve"),
-        ("POST", "/api/bookings/cancel"),
+        ("POST", RESERVE),
+        ("POST", CANCEL),
         ("GET", "/api/bookings/{booking_id}"),
-        ("GET", "/api/events"),
-        ("POST", "/api/events"),
+        ("GET", EVENTS),
+        ("POST", EVENTS),
         ("GET", "/api/events/{event_id}"),
         ("GET", "/api/events/{event_id}/availability"),
         ("GET", "/health"),
@@ -83,11 +82,11 @@ def test_live_responses_keep_to_the_spec(live_schema, method, path, mode):
         suppress_health_check=list(HealthCheck),
     )
     def check(case):
-        response = case.call(headers=AUTH, timeout=10)
+        response = case.call(headers=ADMIN, timeout=10)
         # A valid request can still meet a key used before for another body: that 422
         # depends on history, not on the input, so it is no refusal of valid data.
         reused = response.status_code == 422 and "idempotency_key_reused" in response.text
         excluded = [positive_data_acceptance] if reused else []
-        case.validate_response(response, headers=AUTH, excluded_checks=excluded)
+        case.validate_response(response, headers=ADMIN, excluded_checks=excluded)
 
     check()

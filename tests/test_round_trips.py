@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from conftest import ROOT, post_json
+from support import CANCEL, EVENTS, RESERVE, ROOT, post_json
 
 sys.path.insert(0, str(ROOT))  # bench/ is a directory of scripts, not an installed package
 from bench.wire import WireCounter  # noqa: E402
 
-RESERVE = "SELECT status, body, replayed FROM reserve_seat"
-CANCEL = "SELECT status, body, replayed FROM cancel_seat"
+RESERVE_CALL = "SELECT status, body, replayed FROM reserve_seat"
+CANCEL_CALL = "SELECT status, body, replayed FROM cancel_seat"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_every_booking_outcome_is_one_round_trip(wired, make_event):
 
     def reserve(event_id: int, user: str) -> Callable[[], requests.Response]:
         body = {"event_id": event_id, "user_id": user}
-        return lambda: post_json(f"{url}/api/bookings/reserve", body)
+        return lambda: post_json(f"{url}{RESERVE}", body)
 
     for send, status in [
         (reserve(event, "alice"), 201),
@@ -53,7 +53,7 @@ def test_every_booking_outcome_is_one_round_trip(wired, make_event):
         (reserve(full, "carol"), 409),
         (reserve(2_000_000_000, "dave"), 404),
     ]:
-        assert counted(wire, send) == (1, {RESERVE: 1}, status)
+        assert counted(wire, send) == (1, {RESERVE_CALL: 1}, status)
 
 
 def test_idempotent_booking_first_replay_and_reuse_are_one_round_trip_each(wired, make_event):
@@ -63,30 +63,30 @@ def test_idempotent_booking_first_replay_and_reuse_are_one_round_trip_each(wired
     def reserve(user: str) -> Callable[[], requests.Response]:
         body = {"event_id": event, "user_id": user}
         headers = {"Idempotency-Key": f"round-trip-{event}"}
-        return lambda: post_json(f"{url}/api/bookings/reserve", body, headers)
+        return lambda: post_json(f"{url}{RESERVE}", body, headers)
 
-    assert counted(wire, reserve("erin")) == (1, {RESERVE: 1}, 201)
-    assert counted(wire, reserve("erin")) == (1, {RESERVE: 1}, 201)  # replayed
-    assert counted(wire, reserve("frank")) == (1, {RESERVE: 1}, 422)  # key reused
+    assert counted(wire, reserve("erin")) == (1, {RESERVE_CALL: 1}, 201)
+    assert counted(wire, reserve("erin")) == (1, {RESERVE_CALL: 1}, 201)  # replayed
+    assert counted(wire, reserve("frank")) == (1, {RESERVE_CALL: 1}, 422)  # key reused
 
 
 def test_cancel_is_one_round_trip(wired, make_event):
     url, wire = wired
     event = make_event(1)
     body = {"event_id": event, "user_id": "grace"}
-    assert post_json(f"{url}/api/bookings/reserve", body).status_code == 201
+    assert post_json(f"{url}{RESERVE}", body).status_code == 201
 
     def cancel() -> requests.Response:
-        return post_json(f"{url}/api/bookings/cancel", body)
+        return post_json(f"{url}{CANCEL}", body)
 
-    assert counted(wire, cancel) == (1, {CANCEL: 1}, 200)
+    assert counted(wire, cancel) == (1, {CANCEL_CALL: 1}, 200)
 
 
 def test_availability_is_one_round_trip_and_health_none(wired, make_event):
     url, wire = wired
     event = make_event(3)
     trips, statements, status = counted(
-        wire, lambda: requests.get(f"{url}/api/events/{event}/availability", timeout=10)
+        wire, lambda: requests.get(f"{url}{EVENTS}/{event}/availability", timeout=10)
     )
     assert (trips, status, sum(statements.values())) == (1, 200, 1)
     health = counted(wire, lambda: requests.get(f"{url}/health", timeout=10))

@@ -3,8 +3,7 @@
 import json
 
 import pytest
-
-RESERVE = "/api/bookings/reserve"
+from support import CANCEL, EVENTS, RESERVE
 
 BAD_BODIES = {
     "event_id as string": {"event_id": "1", "user_id": "u"},
@@ -64,7 +63,7 @@ def assert_validation_error(response, field: str | None = None) -> None:
         assert field in body["details"]
 
 
-@pytest.mark.parametrize("path", [RESERVE, "/api/bookings/cancel"])
+@pytest.mark.parametrize("path", [RESERVE, CANCEL])
 @pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
 def test_bad_booking_body_is_422(client, unchanged, path, body):
     assert_validation_error(client.post(path, json=body))
@@ -129,11 +128,11 @@ BAD_EVENTS = {
 @pytest.mark.parametrize("body", BAD_EVENTS.values(), ids=BAD_EVENTS.keys())
 def test_bad_event_body_is_422(client, unchanged, body):
     headers = {"Authorization": "Bearer test-admin-token"}
-    assert_validation_error(client.post("/api/events", json=body, headers=headers))
+    assert_validation_error(client.post(EVENTS, json=body, headers=headers))
 
 
 @pytest.mark.parametrize(
     "query", ["limit=0", "limit=101", "limit=abc", "after=-1", "after=x", "limit=1.5", "foo=1"]
 )
 def test_bad_event_list_query_is_422(client, query):
-    assert_validation_error(client.get(f"/api/events?{query}"))
+    assert_validation_error(client.get(f"{EVENTS}?{query}"))

@@ -1,34 +1,373 @@
-"""Fault injection: a private PostgreSQL to break, clients that keep a ledger, invariants.
+"""Everything the tests share but fixtures: routes, the admin token, waiting, servers.
 
-The fault tests never touch a shared server: each module gets its own embedded PostgreSQL
-in a temporary directory, which they stop, restart and terminate connections on at will.
-Every request carries an Idempotency-Key, so after a fault the clients retry what failed
-with the same key, and the database must then hold exactly the bookings the clients saw.
+Real programs only: gunicorn started the way `make run` starts it (bench/run.py uses the
+same starter), and private instances of what the service is deployed with (nginx,
+PgBouncer, Redis, a PostgreSQL to break), each on a free port of 127.0.0.1 from a
+temporary directory, started from the files shipped in deploy/ with only ports and paths
+changed. The machine's own services are never touched.
+
+The fault tests keep a ledger: every request carries an Idempotency-Key, so after a fault
+the clients retry what failed with the same key, and the database must then hold exactly
+the bookings the clients saw.
 """
 
+import configparser
+import grp
+import json
 import os
+import pwd
+import re
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
 import pytest
 import requests
-from conftest import Gunicorn
+from requests.adapters import HTTPAdapter
 
 from booking import embedded
 from booking.cli import create_database
 
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+IN_CI = os.environ.get("CI") == "true"
+
 RESERVE = "/api/bookings/reserve"
 CANCEL = "/api/bookings/cancel"
+BOOKINGS = "/api/bookings"
+EVENTS = "/api/events"
+
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+# nginx and PgBouncer drop root privileges: as root, their files must be readable by this.
+UNPRIVILEGED_USER = "nobody"
+
+
+def skip_or_fail(reason: str) -> None:
+    """A missing service skips the test locally; in CI nothing may skip for that."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: required)")
+    pytest.skip(reason)
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> object:
+    """Poll until condition() is truthy and return its value; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def overlap(calls: list[Callable[[], object]]) -> list[object]:
+    """Run the calls on parallel threads released together by a barrier."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], object]) -> object:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def post_json(url: str, body: dict, headers: dict | None = None) -> requests.Response:
+    return requests.post(url, json=body, headers=headers, timeout=30)
+
+
+# ---------------------------------------------------------------- gunicorn
+
+
+class Gunicorn:
+    """A real gunicorn serving the app, started the way `make run` starts it.
+
+    workers=None keeps gunicorn.conf.py's own count (WEB_CONCURRENCY or 2 x cores + 1).
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int | None = 4) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        if workers is not None:
+            full_env["WEB_CONCURRENCY"] = str(workers)
+        full_env.update(env)
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            self.wait_until_serving()
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
+
+    def wait_until_serving(self, timeout: float = 30) -> None:
+        def serving() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{self.log_path.read_text()}")
+            try:
+                return requests.get(f"{self.url}/health", timeout=1).status_code == 200
+            except requests.RequestException:  # not listening yet, or slow on a busy machine
+                return False
+
+        try:
+            wait_for(serving, "gunicorn to serve /health", timeout)
+        except AssertionError:
+            raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text()}") from None
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(pid) for pid in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        self.log.close()
+
+
+# ---------------------------------------------------------------- logs
+
+
+def log_entries(path: Path) -> list[dict]:
+    """The JSON lines of a log written so far (a line still being written is left out)."""
+    complete = path.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in complete if line.startswith("{")]
+
+
+def wait_for_entries(path: Path, predicate: Callable[[dict], bool], count: int = 1) -> list[dict]:
+    """gunicorn writes the access line after the response: wait for it to appear."""
+    found: list[dict] = []
+
+    def enough() -> bool:
+        found[:] = [entry for entry in log_entries(path) if predicate(entry)]
+        return len(found) >= count
+
+    wait_for(enough, f"{count} log entries in {path}", timeout=10)
+    return found
+
+
+# ---------------------------------------------------------------- deployed programs
+
+
+def require_program(name: str) -> str:
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        skip_or_fail(f"{name} is not installed (apt-get install {name})")
+    return path
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 15) -> None:
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}:\n{log.read_text()}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(listening, f"port {port}", timeout)
+    except AssertionError:
+        raise RuntimeError(f"not listening on {port}:\n{log.read_text()}") from None
+
+
+class PrivateDir:
+    """A temporary directory the unprivileged user can use (/tmp itself is world-writable)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=f"booking-{prefix}-"))
+        self.path.chmod(0o755)
+
+    def hand_over(self) -> None:
+        """Give every file in it to the unprivileged user when we run as root."""
+        if os.geteuid() != 0:
+            return
+        user = pwd.getpwnam(UNPRIVILEGED_USER)
+        for path in [self.path, *self.path.rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Process:
+    """A started program: stop() ends it and waits, then removes its directory."""
+
+    def __init__(self, args: list[str], workdir: PrivateDir, port: int, log: Path) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.log_path = log
+        with open(log, "a") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, self.proc, log)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.workdir.remove()
+
+
+def render_nginx_site(upstream_port: int, listen_port: int, log_dir: Path) -> str:
+    """deploy/nginx.conf with the test's ports and log directory, nothing else changed."""
+    site = (DEPLOY / "nginx.conf").read_text()
+    site, listens = re.subn(
+        r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen 127.0.0.1:{listen_port};", site
+    )
+    site, upstreams = re.subn(
+        r"server 127\.0\.0\.1:3000;", f"server 127.0.0.1:{upstream_port};", site
+    )
+    assert (listens, upstreams) == (1, 1), "deploy/nginx.conf no longer has the lines we patch"
+    return site.replace("/var/log/nginx/", f"{log_dir}/")
+
+
+def start_nginx(upstream_port: int) -> Process:
+    """A private nginx serving the shipped site file in front of 127.0.0.1:upstream_port."""
+    nginx = require_program("nginx")
+    workdir = PrivateDir("nginx")
+    port = free_port()
+    d = workdir.path
+    (d / "booking.conf").write_text(render_nginx_site(upstream_port, port, d))
+    temp_paths = "\n".join(
+        f"    {kind}_temp_path {d}/{kind}_temp;"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    # The `user` directive only counts when the master runs as root.
+    user = ""
+    if os.geteuid() == 0:
+        group = grp.getgrgid(pwd.getpwnam(UNPRIVILEGED_USER).pw_gid).gr_name
+        user = f"user {UNPRIVILEGED_USER} {group};"
+    (d / "nginx.conf").write_text(
+        f"""{user}
+worker_processes 2;
+error_log {d}/error.log warn;
+events {{ worker_connections 2048; }}
+http {{
+{temp_paths}
+    include {d}/booking.conf;
+}}
+"""
+    )
+    workdir.hand_over()
+    args = [nginx, "-p", str(d), "-e", f"{d}/error.log", "-c", f"{d}/nginx.conf"]
+    args += ["-g", f"daemon off; pid {d}/nginx.pid;"]
+    process = Process(args, workdir, port, d / "stdout.log")
+    process.url = f"http://127.0.0.1:{port}"
+    return process
+
+
+def start_pgbouncer(database_url: str) -> Process:
+    """A private PgBouncer from deploy/pgbouncer.ini, transaction pooling, trust auth."""
+    pgbouncer = require_program("pgbouncer")
+    from psycopg2.extensions import parse_dsn
+
+    dsn = parse_dsn(database_url)
+    workdir = PrivateDir("pgbouncer")
+    d = workdir.path
+    port = free_port()
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(DEPLOY / "pgbouncer.ini")
+    assert ini["pgbouncer"]["pool_mode"] == "transaction"
+    backend = f"host={dsn.get('host', '127.0.0.1')} port={dsn.get('port', 5432)}"
+    ini["databases"] = {dsn["dbname"]: f"{backend} dbname={dsn['dbname']}"}
+    user = dsn.get("user", "postgres")
+    ini["pgbouncer"].update(
+        {
+            "listen_port": str(port),
+            "unix_socket_dir": "",
+            "auth_type": "trust",
+            "auth_file": f"{d}/userlist.txt",
+            "logfile": f"{d}/pgbouncer.log",
+            "pidfile": f"{d}/pgbouncer.pid",
+            "admin_users": user,
+            "stats_users": user,
+        }
+    )
+    (d / "userlist.txt").write_text(f'"{user}" ""\n')
+    with open(d / "pgbouncer.ini", "w") as out:
+        ini.write(out)
+    workdir.hand_over()
+    args = [pgbouncer]
+    if os.geteuid() == 0:
+        args += ["-u", UNPRIVILEGED_USER]  # PgBouncer refuses to run as root
+    process = Process([*args, f"{d}/pgbouncer.ini"], workdir, port, d / "stdout.log")
+    process.url = f"postgresql://{user}@127.0.0.1:{port}/{dsn['dbname']}"
+    return process
+
+
+def start_redis() -> Process:
+    """A private, throw-away redis-server (no persistence) for outage tests."""
+    redis_server = require_program("redis-server")
+    workdir = PrivateDir("redis")
+    port = free_port()
+    args = [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += ["--appendonly", "no", "--dir", str(workdir.path)]
+    process = Process(args, workdir, port, workdir.path / "redis.log")
+    process.url = f"redis://127.0.0.1:{port}/0"
+    return process
+
+
+class SourceAddressAdapter(HTTPAdapter):
+    """Connect from a chosen loopback address (all of 127/8 is this machine)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(source: str) -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", SourceAddressAdapter(source))
+    return session
+
+
+# ---------------------------------------------------------------- faults
 
 # The service's own limits in the fault tests: a request may take the connect timeout plus
 # the statement timeout (and its second of grace, booking.db); the clients allow twice
@@ -50,24 +389,6 @@ def report(name: str, **figures: object) -> None:
     line = f"{name}: " + ", ".join(f"{key}={value}" for key, value in figures.items())
     SUMMARY.append(line)
     print(line)
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    if SUMMARY:
-        terminalreporter.section("fault injection summary")
-        for line in SUMMARY:
-            terminalreporter.write_line(line)
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll until condition() is truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class PrivatePostgres:
@@ -137,35 +458,6 @@ class PrivatePostgres:
     def close(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def private_pg() -> Iterator[PrivatePostgres]:
-    # A directory of our own rather than pytest's numbered ones, which concurrent runs on
-    # the same machine may clean up; short, too, for the server's Unix socket path.
-    pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="booking-faults-")))
-    yield pg
-    pg.close()
-
-
-@pytest.fixture(scope="module")
-def fault_gunicorn(private_pg, start_gunicorn) -> Iterator[Callable[..., Gunicorn]]:
-    """Start gunicorns on the private PostgreSQL with the fault tests' timeouts; they stop
-    with the module, before their PostgreSQL does."""
-    servers: list[Gunicorn] = []
-
-    def start(workers: int = 4, **env: str) -> Gunicorn:
-        server = start_gunicorn(
-            env={"DATABASE_URL": private_pg.database_url, **SERVICE_ENV, **env},
-            workers=workers,
-        )
-        servers.append(server)
-        wait_for(lambda: len(server.worker_pids()) == workers, 30, "every worker to start")
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @dataclass
@@ -435,7 +727,7 @@ def all_workers_serving(pg: PrivatePostgres, server: Gunicorn, send: Callable[[]
         send()
         return set(server.worker_pids()) <= pg.serving_worker_pids()
 
-    wait_for(every_worker_connected, 60, "every worker to reconnect on its own")
+    wait_for(every_worker_connected, "every worker to reconnect on its own", timeout=60)
 
 
 def process_alive(pid: int) -> bool:
