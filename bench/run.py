@@ -52,8 +52,8 @@ sys.path.insert(0, str(ROOT))
 from bench import profile  # noqa: E402
 from bench.wire import WireCounter  # noqa: E402
 from booking import queries  # noqa: E402
-from booking.cli import create_database, drop_database  # noqa: E402
 from booking.config import Config  # noqa: E402
+from booking.db import create_database, drop_database  # noqa: E402
 from booking.db import database_url as resolve_database_url  # noqa: E402
 from tests.support import Gunicorn  # noqa: E402
 

@@ -1,70 +1,23 @@
 """Operator commands: `flask --app wsgi <command>`."""
 
 import json
-import uuid
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import click
-import psycopg2
-import psycopg2.sql
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
-from yoyo import get_backend, read_migrations
 
 from booking import idempotency, queries
 from booking.db import get_db
 from booking.events import create_event, list_events
+from booking.migrations import apply_migrations, rollback_migrations
 from booking.schemas import EventCreateSchema
-
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 SEED_EVENTS = [
     (1, "Opening night", 100),
     (2, "Jazz matinee", 50),
     (3, "Sold-out premiere", 0),
 ]
-
-
-def apply_migrations(database_url: str) -> None:
-    backend = get_backend(database_url)
-    with backend.lock():
-        backend.apply_migrations(backend.to_apply(read_migrations(str(MIGRATIONS))))
-
-
-def rollback_migrations(database_url: str, count: int) -> None:
-    backend = get_backend(database_url)
-    with backend.lock():
-        applied = backend.to_rollback(read_migrations(str(MIGRATIONS)))
-        backend.rollback_migrations(applied[:count])
-
-
-def _run_on_server(server_url: str, statement: str, database: str) -> None:
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    try:
-        query = psycopg2.sql.SQL(statement).format(psycopg2.sql.Identifier(database))
-        conn.cursor().execute(query)
-    finally:
-        conn.close()
-
-
-def create_database(server_url: str, prefix: str) -> str:
-    """Create a fresh, migrated database on the server and return its URL.
-
-    The test suite and the benchmark each use one of their own, so runs never interfere.
-    """
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    _run_on_server(server_url, "CREATE DATABASE {}", name)
-    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    apply_migrations(url)
-    return url
-
-
-def drop_database(server_url: str, database_url: str) -> None:
-    name = urlsplit(database_url).path.lstrip("/")
-    _run_on_server(server_url, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
 
 
 def _database_url() -> str:

@@ -1,10 +1,9 @@
 """Event routes, and the event functions the operator CLI shares with them."""
 
-import hmac
-
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from booking import queries
+from booking.auth import admin_required
 from booking.db import Database, get_db
 from booking.errors import ApiError
 from booking.schemas import (
@@ -49,16 +48,6 @@ def create_event(db: Database, name: str, total_seats: int) -> dict:
     return event_json(db.fetch_one(queries.CREATE_EVENT, (name, total_seats)))
 
 
-def require_admin() -> None:
-    token = current_app.config["BOOKING"].admin_token
-    if token is None:
-        raise ApiError(403, "admin_disabled")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    valid = scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
-    if not valid:
-        raise ApiError(401, "unauthorized")
-
-
 @bp.get("")
 def index() -> Response:
     query = load_query(EventListQuerySchema())
@@ -66,8 +55,8 @@ def index() -> Response:
 
 
 @bp.post("")
+@admin_required
 def create() -> tuple[Response, int, dict]:
-    require_admin()
     data = load_json_body(EventCreateSchema())
     event = create_event(get_db(), data["name"], data["total_seats"])
     return jsonify(event), 201, {"Location": f"/api/events/{event['event_id']}"}

@@ -14,8 +14,8 @@ import pytest
 from support import ADMIN_TOKEN, SERVICE_ENV, SUMMARY, Gunicorn, PrivatePostgres, wait_for
 
 from booking import create_app
-from booking.cli import create_database, drop_database
 from booking.config import Config
+from booking.db import create_database, drop_database
 from booking.db import database_url as resolve_database_url
 
 

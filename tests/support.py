@@ -38,7 +38,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from booking import embedded
-from booking.cli import create_database
+from booking.db import create_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

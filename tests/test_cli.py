@@ -6,14 +6,10 @@ import psycopg2
 import pytest
 
 from booking import create_app
-from booking.cli import (
-    SEED_EVENTS,
-    apply_migrations,
-    create_database,
-    drop_database,
-    rollback_migrations,
-)
+from booking.cli import SEED_EVENTS
 from booking.config import Config
+from booking.db import create_database, drop_database
+from booking.migrations import apply_migrations, rollback_migrations
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import pytest
 from support import EVENTS, RESERVE
 
 from booking import create_app, embedded
-from booking.cli import apply_migrations
 from booking.config import Config
+from booking.migrations import apply_migrations
 
 
 @pytest.fixture(scope="module")
