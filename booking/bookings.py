@@ -16,9 +16,8 @@ def _change_seat(query: str) -> Response:
     data = load_json_body(BookingRequestSchema())
     fingerprint = idempotency.fingerprint(request.method, request.path, data) if key else None
     ttl = current_app.config["BOOKING"].idempotency_ttl_seconds
-    status, body, replayed = get_db().fetch_one(
-        query, (data["event_id"], data["user_id"], key, fingerprint, ttl)
-    )
+    outcome = get_db().fetch_one(query, (data["event_id"], data["user_id"], key, fingerprint, ttl))
+    status, body, replayed = outcome["status"], outcome["body"], outcome["replayed"]
     metrics.record_outcome(status, body, replayed)
     response = jsonify(body)
     response.status_code = status
@@ -45,12 +44,4 @@ def get_booking(booking_id: str) -> Response:
     row = get_db().fetch_one(queries.FIND_BOOKING, {"id": id_}) if id_ else None
     if row is None:
         raise ApiError(404, "booking_not_found")
-    id_, event_id, user_id, created_at, status, cancelled_at = row
-    return jsonify(
-        booking_id=id_,
-        event_id=event_id,
-        user_id=user_id,
-        created_at=created_at,
-        status=status,
-        cancelled_at=cancelled_at,
-    )
+    return jsonify(row["booking"])

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.extras
 import psycopg2.sql
 from flask import current_app
 
@@ -86,13 +87,17 @@ class Database:
                 metrics.DB_CONNECTIONS.dec()
 
     @contextmanager
-    def cursor(self) -> Iterator[psycopg2.extensions.cursor]:
-        """A cursor; any failure of the connection becomes DatabaseUnavailable."""
+    def cursor(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+        """A cursor whose rows are dicts by column name; any failure of the connection
+        becomes DatabaseUnavailable."""
         try:
             with _deadline_in(self.connect_timeout_s):
                 conn = self._connection()
             statement_s = self.statement_timeout_ms / 1000 + STATEMENT_GRACE_S
-            with _deadline_in(statement_s), conn.cursor() as cur:
+            with (
+                _deadline_in(statement_s),
+                conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+            ):
                 yield cur
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             # Covers a dead server, a terminated backend, statement_timeout and a server
@@ -103,12 +108,12 @@ class Database:
             self.close()
             raise DatabaseUnavailable(str(exc)) from exc
 
-    def fetch_one(self, query: str, params: Any = None) -> tuple | None:
+    def fetch_one(self, query: str, params: Any = None) -> dict | None:
         with self.cursor() as cur:
             cur.execute(self.timeout_prefix + query, params)
             return cur.fetchone()
 
-    def fetch_all(self, query: str, params: Any = None) -> list[tuple]:
+    def fetch_all(self, query: str, params: Any = None) -> list[dict]:
         with self.cursor() as cur:
             cur.execute(self.timeout_prefix + query, params)
             return cur.fetchall()

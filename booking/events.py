@@ -17,35 +17,24 @@ from booking.schemas import (
 bp = Blueprint("events", __name__, url_prefix="/api/events")
 
 
-def event_json(row: tuple) -> dict:
-    event_id, name, total_seats, booked = row
-    return {
-        "event_id": event_id,
-        "name": name,
-        "total_seats": total_seats,
-        "booked": booked,
-        "left": total_seats - booked,
-    }
-
-
 def find_event(db: Database, raw_id: str) -> dict:
     event_id = parse_id(raw_id)
     row = db.fetch_one(queries.FIND_EVENT, (event_id,)) if event_id else None
     if row is None:
         raise ApiError(404, "event_not_found")
-    return event_json(row)
+    return row
 
 
 def list_events(db: Database, after: int, limit: int) -> dict:
     """One page in id order; next_after is set only when another page exists."""
     rows = db.fetch_all(queries.LIST_EVENTS_AFTER, (after, limit + 1))
-    events = [event_json(row) for row in rows[:limit]]
+    events = rows[:limit]
     next_after = events[-1]["event_id"] if len(rows) > limit else None
     return {"events": events, "next_after": next_after}
 
 
 def create_event(db: Database, name: str, total_seats: int) -> dict:
-    return event_json(db.fetch_one(queries.CREATE_EVENT, (name, total_seats)))
+    return db.fetch_one(queries.CREATE_EVENT, (name, total_seats))
 
 
 @bp.get("")

@@ -10,27 +10,33 @@ cancellation is one round trip holding the per-event lock for as short a time as
 # pooling, which drops the startup option a session-wide timeout would need.
 SET_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = {ms:d};\n"
 
+# The first key of the per-event advisory lock that lock_event() takes (migrations/0004);
+# tests and operators look for it in pg_locks.classid.
+EVENT_LOCK_NAMESPACE = 1001
+
 RESERVE_SEAT = "SELECT status, body, replayed FROM reserve_seat(%s, %s, %s, %s, %s)"
 
 CANCEL_SEAT = "SELECT status, body, replayed FROM cancel_seat(%s, %s, %s, %s, %s)"
 
 FIND_BOOKING = """
-SELECT id, event_id, user_id, utc_timestamp_text(created_at), 'active', NULL
+SELECT booking_json(id, event_id, user_id, created_at)
+       || jsonb_build_object('status', 'active', 'cancelled_at', NULL) AS booking
 FROM bookings WHERE id = %(id)s
 UNION ALL
-SELECT id, event_id, user_id, utc_timestamp_text(created_at), 'cancelled',
-       utc_timestamp_text(cancelled_at)
+SELECT booking_json(id, event_id, user_id, created_at)
+       || jsonb_build_object('status', 'cancelled',
+                             'cancelled_at', utc_timestamp_text(cancelled_at)) AS booking
 FROM cancelled_bookings WHERE id = %(id)s
 """
 
 FIND_EVENT = """
-SELECT e.id, e.name, e.total_seats, s.booked
+SELECT e.id AS event_id, e.name, e.total_seats, s.booked, e.total_seats - s.booked AS "left"
 FROM events e JOIN event_seats s ON s.event_id = e.id
 WHERE e.id = %s
 """
 
 LIST_EVENTS_AFTER = """
-SELECT e.id, e.name, e.total_seats, s.booked
+SELECT e.id AS event_id, e.name, e.total_seats, s.booked, e.total_seats - s.booked AS "left"
 FROM events e JOIN event_seats s ON s.event_id = e.id
 WHERE e.id > %s
 ORDER BY e.id
@@ -39,7 +45,7 @@ LIMIT %s
 
 CREATE_EVENT = """
 INSERT INTO events (name, total_seats) VALUES (%s, %s)
-RETURNING id, name, total_seats, 0
+RETURNING id AS event_id, name, total_seats, 0 AS booked, total_seats AS "left"
 """
 
 SEED_EVENT = """

@@ -39,6 +39,7 @@ from requests.adapters import HTTPAdapter
 
 from booking import embedded
 from booking.db import create_database
+from booking.queries import EVENT_LOCK_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -713,9 +714,9 @@ def backends_waiting_for_event_lock(pg: PrivatePostgres, event_id: int) -> list[
     """The booking backends queued for the per-event lock of event_id."""
     rows = pg.sql(
         "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND NOT l.granted AND l.classid = 1001 "
+        "WHERE l.locktype = 'advisory' AND NOT l.granted AND l.classid = %s "
         "AND l.objid = %s AND a.application_name LIKE 'booking:%%'",
-        (event_id,),
+        (EVENT_LOCK_NAMESPACE, event_id),
     )
     return [pid for (pid,) in rows]
 

@@ -34,15 +34,49 @@ def invoke(url: str, *args: str, admin_token: str | None = None):
     return result
 
 
+def functions(url: str) -> set[str]:
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+            " AND proname IN ('lock_event', 'booking_json', 'reserve_seat', 'cancel_seat')"
+        )
+        names = {row[0] for row in cur.fetchall()}
+    conn.close()
+    return names
+
+
+def reserve(url: str, event_id: int, user_id: str) -> tuple[int, dict]:
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO events (id, name, total_seats) VALUES (%s, 'x', 5)", (event_id,))
+        cur.execute(
+            "SELECT status, body FROM reserve_seat(%s, %s, NULL, NULL, 60)", (event_id, user_id)
+        )
+        status, body = cur.fetchone()
+    conn.close()
+    return status, body
+
+
 def test_rollback_undoes_each_migration_and_migrate_restores(fresh_database):
     full = {"events", "bookings", "event_seats", "idempotency_keys", "cancelled_bookings"}
+    booking_path = {"lock_event", "booking_json", "reserve_seat", "cancel_seat"}
     assert tables(fresh_database) == full
+    assert functions(fresh_database) == booking_path
+    assert rollback_migrations(fresh_database, 1) == ["0004.event-lock-and-booking-json"]
+    # The booking functions are back as 0002 and 0003 made them, and still book.
+    assert tables(fresh_database) == full
+    assert functions(fresh_database) == {"reserve_seat", "cancel_seat"}
+    status, body = reserve(fresh_database, 1, "a")
+    assert (status, set(body)) == (201, {"booking_id", "event_id", "user_id", "created_at"})
     rollback_migrations(fresh_database, 1)
     assert tables(fresh_database) == full - {"cancelled_bookings"}
     rollback_migrations(fresh_database, 2)
     assert tables(fresh_database) == set()
-    apply_migrations(fresh_database)
+    assert apply_migrations(fresh_database) == 4
     assert tables(fresh_database) == full
+    assert functions(fresh_database) == booking_path
+    assert apply_migrations(fresh_database) == 0
 
 
 def test_seed_twice_does_not_duplicate(fresh_database):

@@ -65,7 +65,7 @@ def test_statement_timeout_answers_503_and_frees_the_worker(config, make_event, 
     ).test_client()
     event_id = make_event(5)
     holder = psycopg2.connect(database_url)
-    holder.cursor().execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
+    holder.cursor().execute("SELECT lock_event(%s)", (event_id,))
     try:
         response = client.post(RESERVE, json={"event_id": event_id, "user_id": "a"})
         assert (response.status_code, response.get_json()) == (503, {"error": "db_unavailable"})

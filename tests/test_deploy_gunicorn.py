@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from support import RESERVE, log_entries, post_json, wait_for
 
-LOCK_NAMESPACE = 1001  # the per-event advisory lock of reserve_seat / cancel_seat
+from booking.queries import EVENT_LOCK_NAMESPACE
 
 
 def test_reload_under_load_loses_no_request(start_gunicorn, make_event, sql):
@@ -60,7 +60,7 @@ def test_stop_finishes_the_booking_in_hand(start_gunicorn, make_event, sql, db):
     server = start_gunicorn(workers=2, env={"DB_STATEMENT_TIMEOUT_MS": "20000"})
     event_id = make_event(5)
     with db.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, event_id))
+        cur.execute("SELECT pg_advisory_lock(%s, %s)", (EVENT_LOCK_NAMESPACE, event_id))
     pool = ThreadPoolExecutor(max_workers=1)
     booking = pool.submit(
         post_json, f"{server.url}{RESERVE}", {"event_id": event_id, "user_id": "alice"}
@@ -71,7 +71,7 @@ def test_stop_finishes_the_booking_in_hand(start_gunicorn, make_event, sql, db):
         wait_for(lambda: "Handling signal: term" in server.log_path.read_text(), "the stop")
     finally:
         with db.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, event_id))
+            cur.execute("SELECT pg_advisory_unlock(%s, %s)", (EVENT_LOCK_NAMESPACE, event_id))
         pool.shutdown()
     assert booking.result().status_code == 201
     assert server.proc.wait(timeout=60) == 0
@@ -83,6 +83,6 @@ def waiting_for_event_lock(sql, event_id: int) -> bool:
     rows = sql(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
         " AND classid = %s AND objid = %s",
-        (LOCK_NAMESPACE, event_id),
+        (EVENT_LOCK_NAMESPACE, event_id),
     )
     return rows[0][0] > 0

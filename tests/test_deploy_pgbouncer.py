@@ -9,10 +9,10 @@ from support import RESERVE, post_json, skip_or_fail, start_pgbouncer
 from test_bookings import test_200_users_race_for_50_seats  # noqa: F401
 
 from booking.db import create_database, drop_database
+from booking.queries import EVENT_LOCK_NAMESPACE
 
 # The machine's PostgreSQL: PgBouncer reaches it over TCP, as in a deployment.
 BACKEND = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOCK_NAMESPACE = 1001  # the per-event advisory lock of reserve_seat / cancel_seat
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +72,12 @@ def test_statement_timeout_holds_through_pgbouncer(server, make_event, db):
     event_id = make_event(5)
     url = f"{server.url}{RESERVE}"
     with db.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, event_id))
+        cur.execute("SELECT pg_advisory_lock(%s, %s)", (EVENT_LOCK_NAMESPACE, event_id))
     try:
         stuck = post_json(url, {"event_id": event_id, "user_id": "alice"})
     finally:
         with db.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, event_id))
+            cur.execute("SELECT pg_advisory_unlock(%s, %s)", (EVENT_LOCK_NAMESPACE, event_id))
     assert (stuck.status_code, stuck.json()) == (503, {"error": "db_unavailable"})
     # The timeout belonged to that statement only: the next booking goes through.
     assert post_json(url, {"event_id": event_id, "user_id": "alice"}).status_code == 201

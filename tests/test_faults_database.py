@@ -110,7 +110,7 @@ def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
         for round_ in range(10):
             event_id = event_ids[round_ % 3]
             with admin.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
+                cur.execute("SELECT lock_event(%s)", (event_id,))
                 waiting = wait_for(
                     lambda e=event_id: backends_waiting_for_event_lock(private_pg, e),
                     "a blocked booking",

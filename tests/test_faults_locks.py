@@ -24,6 +24,8 @@ from support import (
     wait_for,
 )
 
+from booking.queries import EVENT_LOCK_NAMESPACE
+
 WORKERS = 3
 
 
@@ -40,8 +42,8 @@ def blocked_bookings(pg) -> list[tuple[int, int]]:
 def holds_event_lock(pg, backend_pid: int, event_id: int) -> bool:
     rows = pg.sql(
         "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND classid = 1001 AND objid = %s AND pid = %s",
-        (event_id, backend_pid),
+        "AND classid = %s AND objid = %s AND pid = %s",
+        (EVENT_LOCK_NAMESPACE, event_id, backend_pid),
     )
     return bool(rows)
 
@@ -91,7 +93,7 @@ def test_worker_killed_inside_reserve_seat(private_pg, fault_gunicorn, release):
     admin.autocommit = False
     cur = admin.cursor()
     if release == "waiting":
-        cur.execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
+        cur.execute("SELECT lock_event(%s)", (event_id,))
     else:
         cur.execute("SELECT 1 FROM event_seats WHERE event_id = %s FOR UPDATE", (event_id,))
 
@@ -158,7 +160,7 @@ def test_lock_held_past_statement_timeout_is_503_and_retry_books_once(private_pg
     workers = set(server.worker_pids())
     admin = private_pg.connect()
     admin.autocommit = False
-    admin.cursor().execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
+    admin.cursor().execute("SELECT lock_event(%s)", (event_id,))
 
     stuck = [
         ledger.record(Request(RESERVE, {"event_id": event_id, "user_id": f"u{i}"}))
@@ -215,7 +217,7 @@ def test_worker_killed_without_idempotency_key_never_books_twice(
     admin = private_pg.connect()
     admin.autocommit = False
     if release == "waiting":
-        admin.cursor().execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
+        admin.cursor().execute("SELECT lock_event(%s)", (event_id,))
     else:
         admin.cursor().execute(
             "SELECT 1 FROM event_seats WHERE event_id = %s FOR UPDATE", (event_id,)

@@ -145,7 +145,7 @@ def test_validation_errors_are_not_stored(client, make_event, key, sql):
 def hold_event_lock(database_url: str, event_id: int) -> psycopg2.extensions.connection:
     """Hold the event's booking lock in an open transaction of our own."""
     conn = psycopg2.connect(database_url)
-    conn.cursor().execute("SELECT pg_advisory_xact_lock(1001, %s)", (event_id,))
+    conn.cursor().execute("SELECT lock_event(%s)", (event_id,))
     return conn
 
 
