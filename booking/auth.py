@@ -7,10 +7,19 @@ from typing import ParamSpec, TypeVar
 
 from flask import current_app, request
 
+from booking import apidoc
 from booking.errors import ApiError
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+ADMIN_REFUSALS = {
+    401: apidoc.with_headers(
+        apidoc.error("Missing or wrong bearer token.", "unauthorized"),
+        **{"WWW-Authenticate": "WWWAuthenticate"},
+    ),
+    403: apidoc.error("No ADMIN_TOKEN is configured.", "admin_disabled"),
+}
 
 
 def admin_required(view: Callable[P, R]) -> Callable[P, R]:
@@ -30,4 +39,4 @@ def admin_required(view: Callable[P, R]) -> Callable[P, R]:
             raise ApiError(401, "unauthorized")
         return view(*args, **kwargs)
 
-    return checked
+    return apidoc.secured("AdminToken", ADMIN_REFUSALS)(checked)

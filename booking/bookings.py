@@ -2,12 +2,36 @@
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from booking import idempotency, metrics, queries
+from booking import apidoc, idempotency, metrics, queries
 from booking.db import get_db
 from booking.errors import ApiError
-from booking.schemas import BookingRequestSchema, load_json_body, parse_id
+from booking.schemas import (
+    BookingRequestSchema,
+    BookingSchema,
+    BookingStatusSchema,
+    CancelledBookingSchema,
+    ValidationErrorSchema,
+    load_json_body,
+    parse_id,
+)
 
 bp = Blueprint("bookings", __name__, url_prefix="/api/bookings")
+
+IN_FLIGHT = "idempotency_key_in_flight"
+# Reserve and cancel answer these alike.
+SEAT_CHANGE_RESPONSES = {
+    422: apidoc.described(
+        "Invalid input (`details` per field), or an Idempotency-Key reused for a"
+        " different request.",
+        ValidationErrorSchema,
+        "validation_error",
+        "idempotency_key_reused",
+    ),
+    429: apidoc.with_headers(
+        apidoc.error("Rate limited (when RATE_LIMIT is set).", "rate_limited"),
+        **{"Retry-After": "RetryAfter"},
+    ),
+}
 
 
 def _change_seat(query: str) -> Response:
@@ -29,16 +53,50 @@ def _change_seat(query: str) -> Response:
 
 
 @bp.post("/reserve")
+@apidoc.doc("Book a seat", tag="bookings")
+@apidoc.body(BookingRequestSchema)
+@apidoc.idempotent
+@apidoc.response(201, "Booked.", BookingSchema, Location="Location")
+@apidoc.other_responses(
+    {
+        404: apidoc.error("No such event, or no such booking.", "event_not_found"),
+        409: apidoc.error(
+            "The user already holds a seat (this wins over sold out), no seat is left,"
+            " or the same Idempotency-Key is still being processed.",
+            "already_booked",
+            "sold_out",
+            IN_FLIGHT,
+        ),
+        **SEAT_CHANGE_RESPONSES,
+    }
+)
 def reserve() -> Response:
     return _change_seat(queries.RESERVE_SEAT)
 
 
 @bp.post("/cancel")
+@apidoc.doc("Give a seat back", tag="bookings")
+@apidoc.body(BookingRequestSchema)
+@apidoc.idempotent
+@apidoc.response(200, "Cancelled; the seat is free again.", CancelledBookingSchema)
+@apidoc.other_responses(
+    {
+        404: apidoc.error(
+            "No such event, or no such booking.", "event_not_found", "booking_not_found"
+        ),
+        409: apidoc.error("The same Idempotency-Key is still being processed.", IN_FLIGHT),
+        **SEAT_CHANGE_RESPONSES,
+    }
+)
 def cancel() -> Response:
     return _change_seat(queries.CANCEL_SEAT)
 
 
 @bp.get("/<booking_id>")
+@apidoc.doc("Look a booking up, active or cancelled", tag="bookings")
+@apidoc.path_id("booking_id", "booking")
+@apidoc.response(200, "The booking.", BookingStatusSchema)
+@apidoc.other_responses({404: apidoc.error("No such booking.", "booking_not_found")})
 def get_booking(booking_id: str) -> Response:
     id_ = parse_id(booking_id)
     row = get_db().fetch_one(queries.FIND_BOOKING, {"id": id_}) if id_ else None

@@ -2,13 +2,16 @@
 
 from flask import Blueprint, Response, jsonify
 
-from booking import queries
+from booking import apidoc, queries
 from booking.auth import admin_required
 from booking.db import Database, get_db
 from booking.errors import ApiError
 from booking.schemas import (
+    AvailabilitySchema,
     EventCreateSchema,
     EventListQuerySchema,
+    EventListSchema,
+    EventSchema,
     load_json_body,
     load_query,
     parse_id,
@@ -38,12 +41,18 @@ def create_event(db: Database, name: str, total_seats: int) -> dict:
 
 
 @bp.get("")
+@apidoc.doc("List events in id order (keyset pagination)", tag="events")
+@apidoc.query(EventListQuerySchema)
+@apidoc.response(200, "One page; `next_after` is null on the last.", EventListSchema)
 def index() -> Response:
     query = load_query(EventListQuerySchema())
     return jsonify(list_events(get_db(), query["after"], query["limit"]))
 
 
 @bp.post("")
+@apidoc.doc("Create an event (admin)", tag="events")
+@apidoc.body(EventCreateSchema)
+@apidoc.response(201, "Created.", EventSchema, Location="Location")
 @admin_required
 def create() -> tuple[Response, int, dict]:
     data = load_json_body(EventCreateSchema())
@@ -52,11 +61,19 @@ def create() -> tuple[Response, int, dict]:
 
 
 @bp.get("/<event_id>")
+@apidoc.doc("An event and its seats", tag="events")
+@apidoc.path_id("event_id", "event")
+@apidoc.response(200, "The event.", EventSchema)
+@apidoc.other_responses({404: apidoc.error("No such event.", "event_not_found")})
 def show(event_id: str) -> Response:
     return jsonify(find_event(get_db(), event_id))
 
 
 @bp.get("/<event_id>/availability")
+@apidoc.doc("Seats of an event: total, booked, left", tag="events")
+@apidoc.path_id("event_id", "event")
+@apidoc.response(200, "The seats.", AvailabilitySchema)
+@apidoc.other_responses({404: apidoc.error("No such event.", "event_not_found")})
 def availability(event_id: str) -> Response:
     event = find_event(get_db(), event_id)
     return jsonify({key: event[key] for key in ("event_id", "total_seats", "booked", "left")})

@@ -2,18 +2,24 @@
 
 from flask import Blueprint, Response, jsonify
 
-from booking import queries
+from booking import apidoc, queries
 from booking.db import DatabaseUnavailable, get_db
+from booking.schemas import NotReadySchema, StatusSchema
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/health")
+@apidoc.doc("Liveness: the process is up (no database call)", tag="service", database=False)
+@apidoc.response(200, "Up.", StatusSchema)
 def health() -> Response:
     return jsonify(status="ok")
 
 
 @bp.get("/ready")
+@apidoc.doc("Readiness: PostgreSQL answers", tag="service", database=False)
+@apidoc.response(200, "Ready.", StatusSchema)
+@apidoc.other_responses({503: apidoc.described("PostgreSQL cannot be reached.", NotReadySchema)})
 def ready() -> Response | tuple[Response, int]:
     try:
         get_db().fetch_one(queries.PING)

@@ -19,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from booking import apidoc
+
 bp = Blueprint("metrics", __name__)
 
 # Anything else a client sends is counted as "other", so labels stay few.
@@ -82,6 +84,19 @@ def _record_request(response: Response) -> Response:
 
 
 @bp.get("/metrics")
+@apidoc.doc("Prometheus metrics, summed over all gunicorn workers", tag="service", database=False)
+@apidoc.other_responses(
+    {
+        200: {
+            "description": "Prometheus text format; OpenMetrics when the Accept header asks"
+            " for it.",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            },
+        }
+    }
+)
 def metrics() -> Response:
     if current_app.config["BOOKING"].prometheus_multiproc_dir:
         registry = CollectorRegistry()
