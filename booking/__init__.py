@@ -3,7 +3,7 @@
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from booking import bookings, cli, events, health, limits, logs, metrics, openapi
+from booking import bookings, cli, events, health, limits, logs, metrics, openapi, routing
 from booking.config import Config
 from booking.db import Database, database_url
 from booking.errors import register_error_handlers
@@ -26,6 +26,7 @@ def create_app(config: Config | None = None) -> Flask:
     limits.init_limiter(app, bookings.bp)
 
     register_error_handlers(app)
+    routing.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(bookings.bp)
     app.register_blueprint(events.bp)

@@ -157,7 +157,7 @@ def query(schema: type[Schema]) -> Callable[[F], F]:
 
 
 def path_id(name: str, what: str) -> Callable[[F], F]:
-    """A path id converted by the `id` converter (booking.schemas.IdConverter)."""
+    """A path id, taken by the `id` converter (booking.routing)."""
     parameter = {
         "name": name,
         "in": "path",

@@ -12,7 +12,6 @@ from booking.schemas import (
     CancelledBookingSchema,
     ValidationErrorSchema,
     load_json_body,
-    parse_id,
 )
 
 bp = Blueprint("bookings", __name__, url_prefix="/api/bookings")
@@ -92,14 +91,13 @@ def cancel() -> Response:
     return _change_seat(queries.CANCEL_SEAT)
 
 
-@bp.get("/<booking_id>")
+@bp.get("/<id:booking_id>")
 @apidoc.doc("Look a booking up, active or cancelled", tag="bookings")
 @apidoc.path_id("booking_id", "booking")
 @apidoc.response(200, "The booking.", BookingStatusSchema)
 @apidoc.other_responses({404: apidoc.error("No such booking.", "booking_not_found")})
-def get_booking(booking_id: str) -> Response:
-    id_ = parse_id(booking_id)
-    row = get_db().fetch_one(queries.FIND_BOOKING, {"id": id_}) if id_ else None
+def get_booking(booking_id: int) -> Response:
+    row = get_db().fetch_one(queries.FIND_BOOKING, {"id": booking_id})
     if row is None:
         raise ApiError(404, "booking_not_found")
     return jsonify(row["booking"])

@@ -2,10 +2,11 @@
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from booking import routing
 from booking.db import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,12 @@ def handle_http_exception(exc: HTTPException) -> Response:
     if exc.code == 400:
         # Werkzeug's own parsing failures are bad input, like ours.
         return error_response(422, "validation_error", details={"_request": [exc.description]})
+    if isinstance(exc, NotFound) and request.routing_exception is exc:
+        refused = routing.refused_id(current_app, request.path, request.method)
+        if isinstance(refused, str):
+            return error_response(404, refused)
+        if refused is not None:
+            exc = refused
     response = error_response(exc.code or 500, HTTP_ERROR_CODES.get(exc.code, "http_error"))
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)

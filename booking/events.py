@@ -14,15 +14,13 @@ from booking.schemas import (
     EventSchema,
     load_json_body,
     load_query,
-    parse_id,
 )
 
 bp = Blueprint("events", __name__, url_prefix="/api/events")
 
 
-def find_event(db: Database, raw_id: str) -> dict:
-    event_id = parse_id(raw_id)
-    row = db.fetch_one(queries.FIND_EVENT, (event_id,)) if event_id else None
+def find_event(db: Database, event_id: int) -> dict:
+    row = db.fetch_one(queries.FIND_EVENT, (event_id,))
     if row is None:
         raise ApiError(404, "event_not_found")
     return row
@@ -60,20 +58,20 @@ def create() -> tuple[Response, int, dict]:
     return jsonify(event), 201, {"Location": f"/api/events/{event['event_id']}"}
 
 
-@bp.get("/<event_id>")
+@bp.get("/<id:event_id>")
 @apidoc.doc("An event and its seats", tag="events")
 @apidoc.path_id("event_id", "event")
 @apidoc.response(200, "The event.", EventSchema)
 @apidoc.other_responses({404: apidoc.error("No such event.", "event_not_found")})
-def show(event_id: str) -> Response:
+def show(event_id: int) -> Response:
     return jsonify(find_event(get_db(), event_id))
 
 
-@bp.get("/<event_id>/availability")
+@bp.get("/<id:event_id>/availability")
 @apidoc.doc("Seats of an event: total, booked, left", tag="events")
 @apidoc.path_id("event_id", "event")
 @apidoc.response(200, "The seats.", AvailabilitySchema)
 @apidoc.other_responses({404: apidoc.error("No such event.", "event_not_found")})
-def availability(event_id: str) -> Response:
+def availability(event_id: int) -> Response:
     event = find_event(get_db(), event_id)
     return jsonify({key: event[key] for key in ("event_id", "total_seats", "booked", "left")})

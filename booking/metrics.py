@@ -6,6 +6,7 @@ its samples there and GET /metrics, whichever worker answers, sums them all. Wit
 (`flask run`, the in-process test client) the samples live in the process as usual.
 """
 
+import re
 import time
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -22,6 +23,9 @@ from prometheus_client.exposition import choose_encoder
 from booking import apidoc
 
 bp = Blueprint("metrics", __name__)
+
+# "<id:" in a URL rule, for the route label.
+CONVERTER = re.compile(r"<\w+:")
 
 # Anything else a client sends is counted as "other", so labels stay few.
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -74,8 +78,9 @@ def _start_timer() -> None:
 
 def _record_request(response: Response) -> Response:
     method = request.method if request.method in METHODS else "other"
-    # The URL rule, not the path: /api/events/{id} is one series, not one per id.
-    route = request.url_rule.rule if request.url_rule else "unmatched"
+    # The URL rule, not the path: /api/events/<event_id> is one series, not one per id
+    # (the converter's name left out: /api/events/<id:event_id> reads as the contract does).
+    route = CONVERTER.sub("<", request.url_rule.rule) if request.url_rule else "unmatched"
     REQUESTS.labels(method, route, str(response.status_code)).inc()
     started = g.pop("metrics_started", None)
     if started is not None:

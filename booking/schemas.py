@@ -183,11 +183,3 @@ def load_json_body(schema: Schema) -> dict:
 
 def load_query(schema: Schema) -> dict:
     return schema.load(request.args.to_dict())
-
-
-def parse_id(raw: str) -> int | None:
-    """A path id as an int in 1..MAX_INT, or None for anything else."""
-    if not (raw.isascii() and raw.isdigit()):
-        return None
-    value = int(raw)
-    return value if 1 <= value <= MAX_INT else None
