@@ -1,7 +1,8 @@
-"""Gunicorn settings for `make run` and deploy/booking.service; see README "Deployment".
+"""Gunicorn settings for `make run` and deploy/booking.service; see docs/deploy.md.
 
-Environment: PORT (3000), HOST (0.0.0.0; 127.0.0.1 behind nginx), WEB_CONCURRENCY
-(2 x cores + 1), GUNICORN_TIMEOUT (30), GUNICORN_GRACEFUL_TIMEOUT (30).
+Every setting comes from booking/config.py's Config (HOST, PORT, WEB_CONCURRENCY,
+GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT and the app's own), read here once so that a
+wrong one stops the start with one line instead of failing every worker.
 """
 
 import multiprocessing
@@ -10,20 +11,37 @@ import shutil
 import tempfile
 from pathlib import Path
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
+# --- Metrics across workers (booking/metrics.py) ------------------------------------------
+# Each worker writes its Prometheus samples under PROMETHEUS_MULTIPROC_DIR and GET /metrics
+# sums them. The directory must be set before booking is imported (prometheus_client picks
+# its storage then, and the workers inherit that choice) and start empty, or the counters
+# of a previous run would carry over; a dead worker's live gauges are dropped.
+METRICS_DIR_PREFIX = "booking-metrics-"
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
+
+from booking.config import Config, ConfigError, redacted  # noqa: E402
+
+try:
+    app_config = Config.from_env()
+except ConfigError as exc:
+    raise SystemExit(f"Error: {exc}") from None
+
+bind = f"{app_config.host}:{app_config.port}"
+workers = app_config.web_concurrency or multiprocessing.cpu_count() * 2 + 1
+# A booking is one statement bounded by DB_STATEMENT_TIMEOUT_MS (5 s); a worker silent for
+# 30 s is stuck and gets replaced.
+timeout = app_config.gunicorn_timeout
+# SIGTERM (systemctl stop) and SIGHUP (systemctl reload): each worker stops accepting and
+# finishes the request in hand; connections waiting in the listen socket's backlog are
+# served by the new workers (reload) or refused only once the socket closes (stop).
+graceful_timeout = app_config.gunicorn_graceful_timeout
 worker_class = "sync"
 # nginx buffers slow clients, so a sync worker only ever waits on PostgreSQL; the backlog
 # holds the connections that arrive while every worker is busy (and during a reload).
 backlog = 2048
 
-# A booking is one statement bounded by DB_STATEMENT_TIMEOUT_MS (5 s); a worker silent
-# for 30 s is stuck and gets replaced.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
-# SIGTERM (systemctl stop) and SIGHUP (systemctl reload): each worker stops accepting and
-# finishes the request in hand; connections waiting in the listen socket's backlog are
-# served by the new workers (reload) or refused only once the socket closes (stop).
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT") or 30)
 # Sync workers close the connection after each response; nginx opens a new one.
 keepalive = 2
 
@@ -48,19 +66,8 @@ accesslog = "-"
 errorlog = "-"
 logger_class = "booking.logs.GunicornLogger"
 
-# --- Metrics across workers (booking/metrics.py) ------------------------------------------
-# Each worker writes its Prometheus samples under PROMETHEUS_MULTIPROC_DIR and GET /metrics
-# sums them. The directory must exist before the app is imported and start empty, or the
-# counters of a previous run would carry over; a dead worker's live gauges are dropped.
-METRICS_DIR_PREFIX = "booking-metrics-"
-
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
-
 
 def on_starting(server):
-    # Imported here, after PROMETHEUS_MULTIPROC_DIR is set: prometheus_client picks its
-    # storage when booking.metrics is first imported, and the workers inherit that choice.
     from booking import gunicorn_errors
 
     # Requests gunicorn rejects itself are answered in JSON like every other error.
@@ -70,6 +77,16 @@ def on_starting(server):
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
+
+
+def when_ready(server):
+    """One line saying which database the app uses and where it listens."""
+    if app_config.database_url:
+        database = f"database {redacted(app_config.database_url)}"
+    else:
+        database = f"the embedded PostgreSQL under {app_config.data_dir}/"
+    listening = ", ".join(str(listener) for listener in server.LISTENERS)
+    server.log.info(f"booking: {database}; listening on {listening}")
 
 
 def child_exit(server, worker):

@@ -1,17 +1,30 @@
-"""Operator commands: `flask --app wsgi <command>`."""
+"""Operator commands: `flask --app wsgi <command>`.
 
+A failure a person can fix (PostgreSQL unreachable, a role or database missing, a rollback
+refused) ends the command with one line saying what is wrong and what to do, no traceback.
+"""
+
+import functools
 import json
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import click
+import psycopg2
+import psycopg2.errors
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
 from booking import idempotency, queries
-from booking.db import get_db
+from booking.db import DatabaseUnavailable, connection_problem, get_db
 from booking.events import create_event, list_events
 from booking.migrations import apply_migrations, rollback_migrations
 from booking.schemas import EventCreateSchema
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SEED_EVENTS = [
     (1, "Opening night", 100),
@@ -19,41 +32,64 @@ SEED_EVENTS = [
     (3, "Sold-out premiere", 0),
 ]
 
+EXPORT_CANCELLED = ".venv/bin/flask --app wsgi export-cancelled > cancelled-bookings.jsonl"
+
 
 def _database_url() -> str:
     return current_app.config["DATABASE_URL"]
 
 
+def database_command(command: Callable[P, R]) -> Callable[P, R]:
+    """Run in the app context; a database that cannot be used is one line, exit status 1."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        # The service logs each failed connection; a command says it once, below.
+        logging.getLogger("booking.db").setLevel(logging.ERROR)
+        try:
+            return command(*args, **kwargs)
+        except (psycopg2.OperationalError, DatabaseUnavailable) as exc:
+            raise click.ClickException(connection_problem(_database_url(), exc)) from None
+
+    return with_appcontext(run)
+
+
 @click.command("migrate")
-@with_appcontext
+@database_command
 def migrate_command() -> None:
     """Apply the migrations that are not applied yet."""
-    apply_migrations(_database_url())
-    click.echo("migrations applied")
+    applied = apply_migrations(_database_url())
+    click.echo(f"migrate: {applied} applied, the schema is up to date")
 
 
 @click.command("rollback")
-@with_appcontext
 @click.option("--count", default=1, show_default=True, help="How many migrations to undo.")
+@database_command
 def rollback_command(count: int) -> None:
     """Undo the most recent migrations."""
-    rollback_migrations(_database_url(), count)
-    click.echo(f"rolled back {count} migration(s)")
+    try:
+        undone = rollback_migrations(_database_url(), count)
+    except psycopg2.errors.RaiseException as exc:
+        # A rollback script refused (migrations/0003: cancelled bookings are records).
+        reason = exc.diag.message_primary or "a rollback script refused"
+        if "cancelled_bookings" in reason:
+            reason += f": `{EXPORT_CANCELLED}`, then DELETE FROM cancelled_bookings"
+        raise click.ClickException(f"rollback refused: {reason}") from None
+    click.echo(f"rollback: undid {', '.join(undone) or 'nothing, no migration is applied'}")
 
 
 @click.command("seed")
-@with_appcontext
+@database_command
 def seed_command() -> None:
     """Insert the sample events; running it again changes nothing."""
     db = get_db()
-    for event in SEED_EVENTS:
-        db.execute(queries.SEED_EVENT, event)
+    added = sum(db.execute(queries.SEED_EVENT, event) for event in SEED_EVENTS)
     db.execute(queries.ADVANCE_EVENT_ID_SEQUENCE)
-    click.echo(f"seeded {len(SEED_EVENTS)} events")
+    click.echo(f"seed: {added} new events ({len(SEED_EVENTS)} sample events in all)")
 
 
 @click.command("purge-idempotency-keys")
-@with_appcontext
+@database_command
 def purge_idempotency_keys_command() -> None:
     """Delete idempotency keys older than IDEMPOTENCY_TTL_SECONDS."""
     ttl = current_app.config["BOOKING"].idempotency_ttl_seconds
@@ -61,9 +97,9 @@ def purge_idempotency_keys_command() -> None:
 
 
 @click.command("create-event")
-@with_appcontext
 @click.option("--name", required=True)
 @click.option("--seats", "total_seats", required=True, type=int)
+@database_command
 def create_event_command(name: str, total_seats: int) -> None:
     """Create an event, validated as POST /api/events validates it."""
     try:
@@ -74,9 +110,9 @@ def create_event_command(name: str, total_seats: int) -> None:
 
 
 @click.command("list-events")
-@with_appcontext
 @click.option("--after", default=0, show_default=True)
 @click.option("--limit", default=100, show_default=True)
+@database_command
 def list_events_command(after: int, limit: int) -> None:
     """Print every event after an id, one JSON line each."""
     while True:
@@ -86,6 +122,18 @@ def list_events_command(after: int, limit: int) -> None:
         if page["next_after"] is None:
             return
         after = page["next_after"]
+
+
+@click.command("export-cancelled")
+@click.option("--batch", default=1000, show_default=True, help="Rows read per query.")
+@database_command
+def export_cancelled_command(batch: int) -> None:
+    """Print every cancelled booking, one JSON line each, in id order."""
+    after = 0
+    while rows := get_db().fetch_all(queries.LIST_CANCELLED_BOOKINGS_AFTER, (after, batch)):
+        for row in rows:
+            click.echo(json.dumps(row))
+        after = rows[-1]["booking_id"]
 
 
 @click.command("database-url")
@@ -102,6 +150,7 @@ COMMANDS = [
     purge_idempotency_keys_command,
     create_event_command,
     list_events_command,
+    export_cancelled_command,
     database_url_command,
 ]
 

@@ -7,23 +7,46 @@ its default is written once, on the field.
 import dataclasses
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+EMBEDDED_HINT = "unset DATABASE_URL to use the embedded PostgreSQL"
 
 
 class ConfigError(Exception):
     """A setting in the environment that cannot be used; the message names it."""
 
 
-def env_int(name: str, default: int) -> int:
-    """An integer from the environment; anything but digits is a ConfigError naming it."""
-    raw = os.environ.get(name) or ""
-    if not raw:
-        return default
+def _int(name: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
         raise ConfigError(
-            f"{name}={raw!r} is not a whole number; set it to one, e.g. {name}={default}"
+            f"{name}={raw!r} is not a whole number; set a number or unset it"
         ) from None
+
+
+def redacted(url: str) -> str:
+    """The URL with its password hidden, fit for a log line or an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def check_database_url(url: str) -> None:
+    """A ConfigError, naming the fix, for a URL that cannot name a PostgreSQL database."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"DATABASE_URL={redacted(url)} is not a postgresql:// URL; write it as"
+            f" postgresql://user:password@host:5432/dbname, or {EMBEDDED_HINT}"
+        )
+    if not parts.path.strip("/"):
+        raise ConfigError(
+            f"DATABASE_URL={redacted(url)} names no database; add one after the host"
+            f" (.../booking), or {EMBEDDED_HINT}"
+        )
 
 
 @dataclass(frozen=True)
@@ -44,8 +67,20 @@ class Config:
     data_dir: str = ".data"
     # Set by gunicorn.conf.py: where every worker writes its metrics (see booking.metrics).
     prometheus_multiproc_dir: str | None = None
+    # Gunicorn's (gunicorn.conf.py): where it listens, and its workers. 127.0.0.1 keeps a
+    # development server private; deploy/booking.service sets what production needs.
+    host: str = "127.0.0.1"
+    port: int = 3000
+    # None means: 2 x cores + 1.
+    web_concurrency: int | None = None
+    gunicorn_timeout: int = 30
+    gunicorn_graceful_timeout: int = 30
     # Not read from the environment: the contract's bodies are small.
     max_content_length: int = dataclasses.field(default=16 * 1024, metadata={"env": False})
+
+    def __post_init__(self) -> None:
+        if self.database_url is not None:
+            check_database_url(self.database_url)
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -55,8 +90,6 @@ class Config:
             name = setting.name.upper()
             if not setting.metadata.get("env", True) or not os.environ.get(name):
                 continue
-            if setting.type is int:
-                values[setting.name] = env_int(name, setting.default)
-            else:
-                values[setting.name] = os.environ[name]
+            raw = os.environ[name]
+            values[setting.name] = _int(name, raw) if setting.type in (int, int | None) else raw
         return cls(**values)

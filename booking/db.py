@@ -14,6 +14,7 @@ is for when it cannot: a frozen server, a host gone from the network.
 
 import logging
 import os
+import re
 import select
 import time
 import uuid
@@ -30,7 +31,7 @@ import psycopg2.sql
 from flask import current_app
 
 from booking import metrics, queries
-from booking.config import Config
+from booking.config import EMBEDDED_HINT, Config, redacted
 from booking.migrations import apply_migrations
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,29 @@ def _wait_with_deadline(conn: psycopg2.extensions.connection) -> None:
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
         if not ready and timeout is not None:
             raise psycopg2.OperationalError("no answer from the database by the deadline")
+
+
+def connection_problem(url: str, exc: Exception) -> str:
+    """One line on why PostgreSQL at `url` could not be used, and what to do about it."""
+    where = f"DATABASE_URL={redacted(url)}"
+    message = str(exc).strip()
+    if missing := re.search(r'role "(.+?)" does not exist', message):
+        return (
+            f"PostgreSQL has no role {missing[1]!r} ({where}); create it"
+            f" (createuser {missing[1]}) or put an existing user in the URL"
+        )
+    if missing := re.search(r'database "(.+?)" does not exist', message):
+        return (
+            f"PostgreSQL has no database {missing[1]!r} ({where}); create it"
+            f" (createdb {missing[1]}), name an existing one, or {EMBEDDED_HINT}"
+        )
+    if "Connection refused" in message:
+        return (
+            f"nothing accepts connections at {where}; start PostgreSQL there, fix the host"
+            f" and port, or {EMBEDDED_HINT}"
+        )
+    first_line = message.splitlines()[0] if message else type(exc).__name__
+    return f"cannot use PostgreSQL at {where}: {first_line}"
 
 
 def database_url(config: Config) -> str:

@@ -1,10 +1,14 @@
 """The schema's migrations (migrations/*.sql), applied and rolled back with yoyo."""
 
+import logging
 from pathlib import Path
 
 from yoyo import get_backend, read_migrations
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+# yoyo logs every step at INFO; the commands say what they did in one line instead.
+logging.getLogger("yoyo").setLevel(logging.WARNING)
 
 
 def apply_migrations(database_url: str) -> int:

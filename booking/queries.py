@@ -29,6 +29,16 @@ SELECT booking_json(id, event_id, user_id, created_at)
 FROM cancelled_bookings WHERE id = %(id)s
 """
 
+# Plain columns, no booking_json(): the export must work after 0004 is rolled back.
+LIST_CANCELLED_BOOKINGS_AFTER = """
+SELECT id AS booking_id, event_id, user_id, utc_timestamp_text(created_at) AS created_at,
+       utc_timestamp_text(cancelled_at) AS cancelled_at
+FROM cancelled_bookings
+WHERE id > %s
+ORDER BY id
+LIMIT %s
+"""
+
 FIND_EVENT = """
 SELECT e.id AS event_id, e.name, e.total_seats, s.booked, e.total_seats - s.booked AS "left"
 FROM events e JOIN event_seats s ON s.event_id = e.id

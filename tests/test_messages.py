@@ -1,0 +1,136 @@
+"""What a person sees: the real commands, run as `make` runs them, answer a mistake with one
+line naming the problem and the fix, never a traceback; and say what they did."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+from support import ROOT, free_port
+
+from booking.db import create_database, drop_database
+
+BIN = Path(sys.executable).parent
+EMBEDDED_HINT = "unset DATABASE_URL to use the embedded PostgreSQL"
+
+
+def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    """A command of the Makefile's, from the project directory, with these variables set."""
+    full_env = {**os.environ, "FLASK_SKIP_DOTENV": "1", **env}
+    return subprocess.run(
+        args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def flask(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return run([str(BIN / "flask"), "--app", "wsgi", *args], **env)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The single line a failed command printed; it must be all it printed."""
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and not result.stdout.strip(), result.stderr + result.stdout
+    return lines[0]
+
+
+def with_parts(url: str, **parts: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(**parts))
+
+
+@pytest.fixture
+def fresh_database(server_url):
+    url = create_database(server_url, prefix="booking_messages")
+    yield url
+    drop_database(server_url, url)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("127.0.0.1:5432/booking", "is not a postgresql:// URL"),
+        ("postgresql://postgres:s3cret@127.0.0.1:5432", "names no database"),
+        (f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/booking", "nothing accepts"),
+    ],
+    ids=["no scheme", "no database name", "connection refused"],
+)
+def test_a_database_url_that_cannot_work_is_one_line(url, expected):
+    line = one_error_line(flask("migrate", DATABASE_URL=url))
+    assert expected in line and EMBEDDED_HINT in line
+    assert "s3cret" not in line
+
+
+def test_an_unknown_role_is_one_line(server_url):
+    url = with_parts(
+        server_url, netloc=urlsplit(server_url).netloc.replace("postgres", "nobody1", 1)
+    )
+    line = one_error_line(flask("seed", DATABASE_URL=url))
+    assert "no role 'nobody1'" in line and "createuser nobody1" in line
+
+
+def test_an_unknown_database_is_one_line(server_url):
+    url = with_parts(server_url, path="/no_such_booking_db")
+    line = one_error_line(flask("migrate", DATABASE_URL=url))
+    assert "no database 'no_such_booking_db'" in line and EMBEDDED_HINT in line
+
+
+@pytest.mark.parametrize("variable", ["WEB_CONCURRENCY", "DB_STATEMENT_TIMEOUT_MS", "PORT"])
+def test_an_invalid_number_names_the_variable(fresh_database, variable):
+    line = one_error_line(flask("migrate", DATABASE_URL=fresh_database, **{variable: "two"}))
+    assert line == f"Error: {variable}='two' is not a whole number; set a number or unset it"
+
+
+def test_gunicorn_refuses_an_invalid_setting_in_one_line(fresh_database):
+    gunicorn = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
+    result = run(gunicorn, DATABASE_URL=fresh_database, GUNICORN_TIMEOUT="soon")
+    assert "GUNICORN_TIMEOUT='soon'" in one_error_line(result)
+
+
+def test_migrate_and_seed_say_what_they_did(fresh_database):
+    assert flask("migrate", DATABASE_URL=fresh_database).stdout == (
+        "migrate: 0 applied, the schema is up to date\n"
+    )
+    seeded = [flask("seed", DATABASE_URL=fresh_database).stdout for _ in range(2)]
+    assert seeded == [
+        "seed: 3 new events (3 sample events in all)\n",
+        "seed: 0 new events (3 sample events in all)\n",
+    ]
+
+
+def test_rollback_refuses_in_one_line_and_says_how_to_export(fresh_database):
+    conn = psycopg2.connect(fresh_database)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO events (id, name, total_seats) VALUES (1, 'x', 5)")
+        for user in ("ann", "bob"):
+            cur.execute("SELECT reserve_seat(1, %s, NULL, NULL, 60)", (user,))
+            cur.execute("SELECT cancel_seat(1, %s, NULL, NULL, 60)", (user,))
+    conn.close()
+    first = flask("rollback", DATABASE_URL=fresh_database)
+    assert first.stdout == "rollback: undid 0004.event-lock-and-booking-json\n", first.stderr
+    line = one_error_line(flask("rollback", DATABASE_URL=fresh_database))
+    assert line.startswith("Error: rollback refused: cancelled_bookings holds records")
+    assert "flask --app wsgi export-cancelled > cancelled-bookings.jsonl" in line
+
+    exported = flask("export-cancelled", "--batch", "1", DATABASE_URL=fresh_database)
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(row["booking_id"], row["user_id"]) for row in rows] == [(1, "ann"), (2, "bob")]
+    assert set(rows[0]) == {"booking_id", "event_id", "user_id", "created_at", "cancelled_at"}
+
+
+def test_gunicorn_says_which_database_and_where_it_listens(start_gunicorn, database_url):
+    host = urlsplit(database_url).netloc.rpartition("@")[2]
+    url = with_parts(database_url, netloc=f"postgres:s3cret@{host}")  # trust: not checked
+    server = start_gunicorn(env={"DATABASE_URL": url}, workers=1)
+    lines = [line for line in server.log_path.read_text().splitlines() if '"booking: ' in line]
+    assert len(lines) == 1
+    message = json.loads(lines[0])["message"]
+    assert message == (
+        f"booking: database {with_parts(url, netloc=f'postgres:***@{host}')};"
+        f" listening on {server.url}"
+    )
