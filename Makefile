@@ -1,5 +1,6 @@
-# The two commands a newcomer needs: `make run` and `make test`.
+# The two commands a newcomer needs: `make run` and `make test`. `make help` lists the rest.
 
+# .env holds KEY=value lines (see .env.example for its rules); every one is exported.
 -include .env
 export
 
@@ -8,54 +9,77 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app wsgi
 PORT ?= 3000
+# python-dotenv is not installed: the Makefile reads .env, Flask need not tip about it.
+export FLASK_SKIP_DOTENV := 1
 
-.PHONY: install run dev migrate rollback seed purge test chaos lint format clean bench
+# The interpreter the venv is built with; when it changes (another python3, an upgrade),
+# the venv is built again.
+INTERPRETER := $(shell $(PYTHON) -c 'import sys; print(sys.version.split()[0], sys.executable)' 2>/dev/null)
 
-install: $(VENV)/.installed
+.DEFAULT_GOAL := help
+.PHONY: help install run dev migrate rollback seed purge test chaos lint format stop clean bench
 
-$(VENV)/.installed: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev]'
-	touch $@
+help: ## List the targets
+	@echo "Targets (settings come from the environment or .env; see .env.example):"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-run: migrate seed
-	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+install: $(VENV)/.installed ## Make .venv with the service and its tools (Python 3.11+)
 
-dev: migrate seed
-	$(FLASK) run --debug --port $(PORT)
+$(VENV)/.installed: setup.cfg pyproject.toml $(VENV)/.interpreter
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, $(PYTHON) is " + sys.version.split()[0] + "; run make PYTHON=python3.12 (or another 3.11+)")'
+	@echo "making $(VENV) with Python $(INTERPRETER) (output in $(VENV)/install.log)"
+	@$(PYTHON) -m venv --clear $(VENV)
+	@echo '$(INTERPRETER)' > $(VENV)/.interpreter
+	@($(BIN)/pip install --quiet --upgrade pip && $(BIN)/pip install --quiet -e '.[test,dev]') \
+		> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@touch $@
 
-migrate: install
-	$(FLASK) migrate
+# Rewritten only when the interpreter differs from the one recorded, so only then does it
+# make the venv out of date.
+$(VENV)/.interpreter: FORCE
+	@test -n '$(INTERPRETER)' || { echo "$(PYTHON) does not run; install Python 3.11+ or run make PYTHON=python3.12"; exit 1; }
+	@mkdir -p $(VENV)
+	@echo '$(INTERPRETER)' | cmp -s - $@ || echo '$(INTERPRETER)' > $@
 
-rollback: install
-	$(FLASK) rollback
+FORCE:
 
-seed: install
-	$(FLASK) seed
+run: migrate seed ## Serve the API with gunicorn on 127.0.0.1:$PORT (HOST=0.0.0.0 to open it)
+	@$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-purge: install
-	$(FLASK) purge-idempotency-keys
+dev: migrate seed ## Serve with Flask's reloading debug server on 127.0.0.1:$PORT
+	@$(FLASK) run --debug --port $(PORT)
 
-test: install
+migrate: install ## Apply the migrations not applied yet
+	@$(FLASK) migrate
+
+rollback: install ## Undo the latest migration (refuses to drop cancelled bookings)
+	@$(FLASK) rollback
+
+seed: install ## Add the three sample events if they are missing
+	@$(FLASK) seed
+
+purge: install ## Delete idempotency keys older than IDEMPOTENCY_TTL_SECONDS
+	@$(FLASK) purge-idempotency-keys
+
+test: install ## Run the tests (real PostgreSQL, gunicorn, nginx, Redis where needed)
 	$(BIN)/pytest
 
-# The soak under faults (a few minutes; SOAK_SECONDS tunes it), left out of `make test`.
-chaos: install
+chaos: install ## The soak under faults, a few minutes (SOAK_SECONDS tunes it)
 	$(BIN)/pytest -m chaos
 
-# Load test on a fresh database (not part of `make test`); see BENCHMARKS.md.
-bench: install
+bench: install ## Load test on a fresh database; see BENCHMARKS.md
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-lint: install
+lint: install ## Check style and formatting with ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install
+format: install ## Fix style and formatting with ruff
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-clean:
-	-$(BIN)/python -c "from booking import embedded; embedded.stop('.data')" 2>/dev/null
-	rm -rf $(VENV) .data .pytest_cache .ruff_cache *.egg-info
+stop: ## Stop the embedded PostgreSQL; its data in .data/ stays
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m booking.embedded stop; fi
+
+clean: stop ## Stop the embedded PostgreSQL and delete .venv, .data and every cache
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .hypothesis *.egg-info

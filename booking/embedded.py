@@ -14,6 +14,7 @@ with warnings.catch_warnings():
     # platformdirs warns about a missing XDG_RUNTIME_DIR and falls back to /tmp: harmless.
     warnings.simplefilter("ignore")
     import pgserver
+    from pgserver.utils import PostmasterInfo
 
 logging.getLogger("pgserver").setLevel(logging.WARNING)
 
@@ -29,10 +30,19 @@ def database_url(data_dir: str | Path, database: str = "postgres") -> str:
     return _server(data_dir).get_uri(database)
 
 
-def stop(data_dir: str | Path, mode: str = "fast") -> None:
-    """Stop the embedded server (mode: smart, fast or immediate)."""
-    server = _server(data_dir)
-    pgserver.pg_ctl(["-w", "-m", mode, "stop"], pgdata=server.pgdata, user=server.system_user)
+def stop(data_dir: str | Path, mode: str = "fast") -> bool:
+    """Stop the embedded server (mode: smart, fast or immediate), keeping its data.
+
+    Returns False when it was not running. Unlike _server(), this never starts it.
+    """
+    pgdata = Path(data_dir, "pg").absolute()
+    running = PostmasterInfo.read_from_pgdata(pgdata)
+    if running is None or not running.is_running():
+        return False
+    # The constructor only works out the system user pg_ctl must run as; it starts nothing.
+    server = pgserver.PostgresServer(pgdata, cleanup_mode=None)
+    pgserver.pg_ctl(["-w", "-m", mode, "stop"], pgdata=pgdata, user=server.system_user)
+    return True
 
 
 def start(data_dir: str | Path) -> None:
@@ -42,3 +52,15 @@ def start(data_dir: str | Path) -> None:
         server.ensure_postgres_running()
     except subprocess.CalledProcessError:
         raise RuntimeError(f"the embedded PostgreSQL failed to start; see {server.log}") from None
+
+
+if __name__ == "__main__":
+    # `python -m booking.embedded stop`: make stop and make clean. No app is created, so
+    # nothing starts the server just to stop it.
+    from booking.config import Config
+
+    data_dir = Config.from_env().data_dir
+    if stop(data_dir):
+        print(f"stopped the embedded PostgreSQL; its data stays in {data_dir}/")
+    else:
+        print(f"the embedded PostgreSQL under {data_dir}/ is not running")

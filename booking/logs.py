@@ -17,6 +17,8 @@ from flask import Flask, Response, g, has_request_context, request
 from gunicorn import glogging
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Terminal colours (werkzeug's development server adds them): never in a JSON log.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 # Ids we pass on as given: short, and nothing that could break a header or a log line.
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,128}$")
 
@@ -34,7 +36,7 @@ class JsonFormatter(logging.Formatter):
             "time": _utc_timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": ANSI_ESCAPE.sub("", record.getMessage()),
         }
         rid = getattr(record, "request_id", None) or request_id()
         if rid:
@@ -58,6 +60,13 @@ def configure_logging(app: Flask) -> None:
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+    if app.debug:
+        # `make dev`: the development server's banner and request lines as plain text,
+        # for the person watching the terminal.
+        werkzeug = logging.getLogger("werkzeug")
+        if not werkzeug.handlers:
+            werkzeug.addHandler(logging.StreamHandler(sys.stderr))
+            werkzeug.propagate = False
     app.before_request(_assign_request_id)
     app.after_request(_return_request_id)
 

@@ -33,6 +33,7 @@ COMPONENT_SCHEMAS = [
     schemas.ValidationErrorSchema,
     schemas.StatusSchema,
     schemas.NotReadySchema,
+    schemas.LinksSchema,
 ]
 
 HEADERS = {
@@ -136,6 +137,13 @@ def get_spec() -> dict[str, Any]:
     if "booking_openapi" not in app.extensions:
         app.extensions["booking_openapi"] = build_spec(app)
     return app.extensions["booking_openapi"]
+
+
+@bp.get("/")
+@apidoc.doc("Where to start: the docs page and this description", tag="service", database=False)
+@apidoc.response(200, "Links.", schemas.LinksSchema)
+def index() -> Response:
+    return jsonify(docs=url_for("openapi.docs"), openapi=url_for("openapi.spec"))
 
 
 @bp.get("/openapi.json")

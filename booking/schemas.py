@@ -158,6 +158,11 @@ class StatusSchema(ResponseSchema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "ready"]))
 
 
+class LinksSchema(ResponseSchema):
+    docs = fields.String(required=True, validate=validate.OneOf(["/docs"]))
+    openapi = fields.String(required=True, validate=validate.OneOf(["/openapi.json"]))
+
+
 class NotReadySchema(ResponseSchema):
     status = fields.String(required=True, validate=validate.OneOf(["not_ready"]))
     reason = fields.String(required=True, validate=validate.OneOf(["db"]))

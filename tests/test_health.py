@@ -53,3 +53,12 @@ def test_unexpected_error_is_json_500_without_details(config):
     assert response.status_code == 500
     assert response.get_json() == {"error": "internal_error"}
     assert b"secret" not in response.data
+
+
+def test_the_root_points_to_the_docs(client):
+    response = client.get("/")
+    assert (response.status_code, response.get_json()) == (
+        200,
+        {"docs": "/docs", "openapi": "/openapi.json"},
+    )
+    assert client.get(response.get_json()["docs"]).status_code == 200

@@ -54,3 +54,10 @@ def test_exceptions_stay_on_one_line():
         record.exc_info = sys.exc_info()
     entry = json.loads(JsonFormatter().format(record))
     assert "ValueError: boom" in entry["exception"]
+
+
+def test_terminal_colours_never_reach_the_json_log():
+    coloured = "\x1b[31m\x1b[1mWARNING: This is a development server.\x1b[0m"
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, coloured, None, None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "WARNING: This is a development server."

@@ -134,3 +134,22 @@ def test_gunicorn_says_which_database_and_where_it_listens(start_gunicorn, datab
         f"booking: database {with_parts(url, netloc=f'postgres:***@{host}')};"
         f" listening on {server.url}"
     )
+
+
+def test_make_help_lists_every_target_in_one_line():
+    makefile = (ROOT / "Makefile").read_text()
+    phony = next(line for line in makefile.splitlines() if line.startswith(".PHONY:"))
+    targets = phony.split(":", 1)[1].split()
+    result = run(["make", "--no-print-directory", "help"])
+    assert result.returncode == 0 and not result.stderr, result
+    described = {
+        line.split()[1] for line in result.stdout.splitlines() if line.startswith("  make ")
+    }
+    assert described == set(targets)
+    assert len(result.stdout.splitlines()) == len(targets) + 1
+
+
+def test_stopping_a_stopped_embedded_postgresql_is_one_plain_line(tmp_path):
+    result = run([sys.executable, "-m", "booking.embedded", "stop"], DATA_DIR=str(tmp_path))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"the embedded PostgreSQL under {tmp_path}/ is not running\n"

@@ -55,6 +55,7 @@ def test_every_route_of_the_contract_is_described():
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
+        ("GET", "/"),
     }
 
 
