@@ -68,7 +68,10 @@ logger_class = "booking.logs.GunicornLogger"
 
 
 def on_starting(server):
-    from booking import gunicorn_errors
+    from booking import auth, gunicorn_errors
+
+    # Said once, by the arbiter: an open service must not be a surprise.
+    auth.log_mode(app_config, server.log)
 
     # Requests gunicorn rejects itself are answered in JSON like every other error.
     gunicorn_errors.install()

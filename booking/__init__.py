@@ -3,7 +3,7 @@
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from booking import bookings, cli, events, health, limits, logs, metrics, openapi, routing
+from booking import auth, bookings, cli, events, health, limits, logs, metrics, openapi, routing
 from booking.config import Config
 from booking.db import Database, database_url
 from booking.errors import register_error_handlers
@@ -23,6 +23,7 @@ def create_app(config: Config | None = None) -> Flask:
         # Exactly that many hops are believed; anything a client put before them is ignored.
         n = config.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    auth.init_app(app)
     limits.init_limiter(app, bookings.bp)
 
     register_error_handlers(app)

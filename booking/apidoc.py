@@ -9,7 +9,7 @@ read the database, 413 and 422 to those that take a body or a query string.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from marshmallow import Schema
 
@@ -62,6 +62,20 @@ INVALID = described(
 )
 
 
+def always(config: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Security:
+    """A security scheme a view needs, its refusals, and the configurations it applies in."""
+
+    name: str
+    scheme: dict
+    responses: dict[str, dict]
+    applies: Callable[[Any], bool] = always
+
+
 @dataclass
 class Operation:
     """What the decorators of one view recorded; to_dict() is its OpenAPI operation."""
@@ -73,10 +87,14 @@ class Operation:
     parameters: list = field(default_factory=list)
     request_body: dict | None = None
     takes_query: bool = False
-    security: list = field(default_factory=list)
+    security: list[Security] = field(default_factory=list)
     responses: dict[str, dict] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def securities(self, config: Any) -> list[Security]:
+        """The security the view needs in this configuration (booking.config.Config)."""
+        return [security for security in self.security if security.applies(config)]
+
+    def to_dict(self, config: Any) -> dict:
         shared = {}
         if self.request_body:
             shared["413"] = TOO_LARGE
@@ -85,7 +103,9 @@ class Operation:
         if self.database:
             shared["503"] = DB_UNAVAILABLE
         shared["500"] = INTERNAL_ERROR
-        responses = {**shared, **self.responses}
+        securities = self.securities(config)
+        refusals = {status: answer for s in securities for status, answer in s.responses.items()}
+        responses = {**shared, **refusals, **self.responses}
         parameters = list(self.parameters)
         if self.idempotent:
             parameters.insert(0, "IdempotencyKey")  # a component, by name
@@ -94,8 +114,8 @@ class Operation:
                 for status, response in responses.items()
             }
         operation: dict = {"tags": [self.tag], "summary": self.summary}
-        if self.security:
-            operation["security"] = self.security
+        if securities:
+            operation["security"] = [{security.name: []} for security in securities]
         if parameters:
             operation["parameters"] = parameters
         if self.request_body:
@@ -196,13 +216,17 @@ def other_responses(responses: dict[int, dict]) -> Callable[[F], F]:
     return _recording(record)
 
 
-def secured(scheme: str, responses: dict[int, dict]) -> Callable[[F], F]:
-    """The view needs the security scheme `scheme`; `responses` are its refusals."""
+def secured(
+    name: str,
+    scheme: dict,
+    responses: dict[int, dict],
+    applies: Callable[[Any], bool] = always,
+) -> Callable[[F], F]:
+    """The view needs the security scheme `scheme`, named `name`; `responses` are its refusals.
 
-    def record(operation: Operation) -> None:
-        operation.security.append({scheme: []})
-
-    def decorator(view: F) -> F:
-        return _recording(record)(other_responses(responses)(view))
-
-    return decorator
+    `applies(config)` says whether it does in a configuration: a check the app runs only
+    when a setting is on is described only then.
+    """
+    refusals = {str(status): answer for status, answer in responses.items()}
+    security = Security(name, scheme, refusals, applies)
+    return _recording(lambda operation: operation.security.append(security))

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from booking import apidoc, idempotency, metrics, queries
+from booking import apidoc, auth, idempotency, metrics, queries
 from booking.db import get_db
 from booking.errors import ApiError
 from booking.schemas import (
@@ -11,6 +11,7 @@ from booking.schemas import (
     BookingStatusSchema,
     CancelledBookingSchema,
     ValidationErrorSchema,
+    booking_request_schema,
     load_json_body,
 )
 
@@ -35,10 +36,12 @@ SEAT_CHANGE_RESPONSES = {
 
 def _change_seat(query: str) -> Response:
     """Run one booking function: one round trip, one transaction, idempotency included."""
-    key = idempotency.read_key()
-    data = load_json_body(BookingRequestSchema())
+    key = idempotency.read_key(auth.caller_id())
+    config = current_app.config["BOOKING"]
+    data = load_json_body(booking_request_schema(config.auth_enabled))
+    data["user_id"] = auth.acting_user_id(data.get("user_id"))
     fingerprint = idempotency.fingerprint(request.method, request.path, data) if key else None
-    ttl = current_app.config["BOOKING"].idempotency_ttl_seconds
+    ttl = config.idempotency_ttl_seconds
     outcome = get_db().fetch_one(query, (data["event_id"], data["user_id"], key, fingerprint, ttl))
     status, body, replayed = outcome["status"], outcome["body"], outcome["replayed"]
     metrics.record_outcome(status, body, replayed)
@@ -69,6 +72,7 @@ def _change_seat(query: str) -> Response:
         **SEAT_CHANGE_RESPONSES,
     }
 )
+@auth.caller_required(names_user=True)
 def reserve() -> Response:
     return _change_seat(queries.RESERVE_SEAT)
 
@@ -87,6 +91,7 @@ def reserve() -> Response:
         **SEAT_CHANGE_RESPONSES,
     }
 )
+@auth.caller_required(names_user=True)
 def cancel() -> Response:
     return _change_seat(queries.CANCEL_SEAT)
 
@@ -96,8 +101,11 @@ def cancel() -> Response:
 @apidoc.path_id("booking_id", "booking")
 @apidoc.response(200, "The booking.", BookingStatusSchema)
 @apidoc.other_responses({404: apidoc.error("No such booking.", "booking_not_found")})
+@auth.caller_required(names_user=False)
 def get_booking(booking_id: int) -> Response:
-    row = get_db().fetch_one(queries.FIND_BOOKING, {"id": booking_id})
+    """Another caller's booking is answered exactly like one that does not exist."""
+    params = {"id": booking_id, "owner": auth.visible_owner()}
+    row = get_db().fetch_one(queries.FIND_BOOKING, params)
     if row is None:
         raise ApiError(404, "booking_not_found")
     return jsonify(row["booking"])

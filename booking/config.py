@@ -49,6 +49,21 @@ def check_database_url(url: str) -> None:
         )
 
 
+def check_auth(jwks_url: str | None, issuer: str | None, audience: str | None) -> None:
+    """A ConfigError for half a caller authentication: it must not quietly leave it open."""
+    values = {"AUTH_JWKS_URL": jwks_url, "AUTH_ISSUER": issuer, "AUTH_AUDIENCE": audience}
+    missing = [name for name, value in values.items() if not value]
+    if 0 < len(missing) < len(values):
+        given = [name for name in values if name not in missing]
+        raise ConfigError(
+            f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set but"
+            f" {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not:"
+            " set all three to authenticate callers, or none of them"
+        )
+    if jwks_url and not jwks_url.startswith(("https://", "http://")):
+        raise ConfigError("AUTH_JWKS_URL must be an https:// (or http://) URL")
+
+
 @dataclass(frozen=True)
 class Config:
     # None means: use the embedded PostgreSQL under .data/ (see booking.embedded).
@@ -75,12 +90,21 @@ class Config:
     web_concurrency: int | None = None
     gunicorn_timeout: int = 30
     gunicorn_graceful_timeout: int = 30
+    # Caller authentication (booking.auth): all three set, or none (callers not authenticated).
+    auth_jwks_url: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
     # Not read from the environment: the contract's bodies are small.
     max_content_length: int = dataclasses.field(default=16 * 1024, metadata={"env": False})
 
     def __post_init__(self) -> None:
         if self.database_url is not None:
             check_database_url(self.database_url)
+        check_auth(self.auth_jwks_url, self.auth_issuer, self.auth_audience)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_jwks_url is not None
 
     @classmethod
     def from_env(cls) -> "Config":

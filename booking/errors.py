@@ -24,10 +24,11 @@ HTTP_ERROR_CODES = {
 class ApiError(Exception):
     """A business outcome that is not a success: answered as-is."""
 
-    def __init__(self, status: int, code: str) -> None:
+    def __init__(self, status: int, code: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(code)
         self.status = status
         self.code = code
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, **extra: object) -> Response:
@@ -38,8 +39,7 @@ def error_response(status: int, code: str, **extra: object) -> Response:
 
 def handle_api_error(exc: ApiError) -> Response:
     response = error_response(exc.status, exc.code)
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
+    response.headers.update(exc.headers)
     return response
 
 

@@ -17,8 +17,12 @@ HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 
 
-def read_key() -> str | None:
-    """The request's key, or None; an invalid key is a ValidationError."""
+def read_key(caller: str | None) -> str | None:
+    """The request's key as stored, or None; an invalid key is a ValidationError.
+
+    An authenticated caller's keys are its own: stored as a digest of the caller and the
+    key, so two callers' identical keys never meet and no key can be made to meet another's.
+    """
     key = request.headers.get(HEADER)
     if key is None:
         return None
@@ -26,7 +30,10 @@ def read_key() -> str | None:
         raise ValidationError({HEADER: [f"Must be 1 to {MAX_KEY_LENGTH} characters."]})
     if not all(" " <= char <= "~" for char in key):
         raise ValidationError({HEADER: ["Must be printable ASCII."]})
-    return key
+    if caller is None:
+        return key
+    # JSON keeps the two apart: no caller and key can encode as another pair does.
+    return hashlib.sha256(json.dumps([caller, key]).encode()).hexdigest()
 
 
 def fingerprint(method: str, path: str, body: dict) -> str:

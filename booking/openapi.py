@@ -20,8 +20,8 @@ bp = Blueprint("openapi", __name__)
 # Routes that are not part of the API: the docs page's own scripts and styles.
 UNDOCUMENTED = {"static", "openapi.docs_asset"}
 
+# And BookingRequest, registered in build_spec: user_id is optional when callers authenticate.
 COMPONENT_SCHEMAS = [
-    schemas.BookingRequestSchema,
     schemas.EventCreateSchema,
     schemas.BookingSchema,
     schemas.CancelledBookingSchema,
@@ -50,6 +50,10 @@ HEADERS = {
         "schema": {"type": "integer", "minimum": 0},
     },
     "WWWAuthenticate": {"schema": {"type": "string", "enum": ["Bearer"]}},
+    "BearerChallenge": {
+        "description": '`Bearer` without a token; `Bearer error="invalid_token"` for a bad one.',
+        "schema": {"type": "string", "enum": ["Bearer", 'Bearer error="invalid_token"']},
+    },
 }
 
 DESCRIPTION = """\
@@ -60,6 +64,11 @@ Every body is JSON, errors included: `{"error": "<code>", ...}`. Besides the sta
 operation, any route can answer `404 {"error": "not_found"}` for an unknown path (NotFound),
 `405 {"error": "method_not_allowed"}` with `Allow` for a method it does not take
 (MethodNotAllowed), and `500 {"error": "internal_error"}`.
+
+When the service authenticates callers (AUTH_JWKS_URL is set), the booking routes take an
+`Authorization: Bearer <JWT>` from the identity provider: a caller acts for itself (its
+token's `sub` is the `user_id`, which may then be left out), a token with the scope
+`bookings:any-user` for any user, and a caller sees only its own bookings.
 """
 
 
@@ -70,6 +79,7 @@ def _flask_path(rule: str) -> str:
 
 def _paths(app: Flask) -> dict[str, dict[str, dict]]:
     """Every route of the app with the operation described on its view."""
+    config = app.config["BOOKING"]
     paths: dict[str, dict[str, dict]] = {}
     for rule in app.url_map.iter_rules():
         if rule.endpoint in UNDOCUMENTED:
@@ -81,9 +91,20 @@ def _paths(app: Flask) -> dict[str, dict[str, dict]]:
             operation_id = f"{rule.endpoint.replace('.', '_')}_{method.lower()}"
             paths.setdefault(_flask_path(rule.rule), {})[method.lower()] = {
                 "operationId": operation_id,
-                **operation.to_dict(),
+                **operation.to_dict(config),
             }
     return paths
+
+
+def _security_schemes(app: Flask) -> dict[str, dict]:
+    """The security schemes the views need in the app's configuration (booking.auth)."""
+    config = app.config["BOOKING"]
+    schemes = {}
+    for view in app.view_functions.values():
+        operation = apidoc.operation_of(view)
+        for security in operation.securities(config) if operation else []:
+            schemes[security.name] = security.scheme
+    return schemes
 
 
 def build_spec(app: Flask) -> dict[str, Any]:
@@ -94,6 +115,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
         plugins=[MarshmallowPlugin()],
         info={"description": DESCRIPTION},
     )
+    auth_enabled = app.config["BOOKING"].auth_enabled
+    request_schema = schemas.booking_request_schema(auth_enabled)
+    spec.components.schema(apidoc.schema_name(schemas.BookingRequestSchema), schema=request_schema)
     for schema in COMPONENT_SCHEMAS:
         spec.components.schema(apidoc.schema_name(schema), schema=schema)
     for name, header in HEADERS.items():
@@ -115,9 +139,6 @@ def build_spec(app: Flask) -> dict[str, Any]:
             },
         },
     )
-    spec.components.security_scheme(
-        "AdminToken", {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN"}
-    )
     spec.components.response("NotFound", apidoc.error("No such route.", "not_found"))
     spec.components.response(
         "MethodNotAllowed",
@@ -126,6 +147,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "headers": {"Allow": {"schema": {"type": "string"}}},
         },
     )
+    for name, scheme in _security_schemes(app).items():
+        spec.components.security_scheme(name, scheme)
     for path, operations in _paths(app).items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()

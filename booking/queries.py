@@ -18,15 +18,16 @@ RESERVE_SEAT = "SELECT status, body, replayed FROM reserve_seat(%s, %s, %s, %s, 
 
 CANCEL_SEAT = "SELECT status, body, replayed FROM cancel_seat(%s, %s, %s, %s, %s)"
 
+# owner: the user whose booking it must be, or NULL for anyone's.
 FIND_BOOKING = """
 SELECT booking_json(id, event_id, user_id, created_at)
        || jsonb_build_object('status', 'active', 'cancelled_at', NULL) AS booking
-FROM bookings WHERE id = %(id)s
+FROM bookings WHERE id = %(id)s AND (%(owner)s::text IS NULL OR user_id = %(owner)s)
 UNION ALL
 SELECT booking_json(id, event_id, user_id, created_at)
        || jsonb_build_object('status', 'cancelled',
                              'cancelled_at', utc_timestamp_text(cancelled_at)) AS booking
-FROM cancelled_bookings WHERE id = %(id)s
+FROM cancelled_bookings WHERE id = %(id)s AND (%(owner)s::text IS NULL OR user_id = %(owner)s)
 """
 
 # Plain columns, no booking_json(): the export must work after 0004 is rolled back.

@@ -38,22 +38,42 @@ PRINTABLE_TEXT_PATTERN = (
 )
 
 
-def Text(max_length: int, example: str) -> fields.String:
+def Text(max_length: int, example: str, description: str | None = None) -> fields.String:
+    metadata = {"pattern": PRINTABLE_TEXT_PATTERN, "example": example}
+    if description:
+        metadata["description"] = description
     return fields.String(
         required=True,
         validate=[validate.Length(min=1, max=max_length), _printable_text],
-        metadata={"pattern": PRINTABLE_TEXT_PATTERN, "example": example},
+        metadata=metadata,
+    )
+
+
+def user_id_field() -> fields.String:
+    """A user_id: in a booking request, or the sub of an authenticated caller's token."""
+    return Text(
+        255,
+        example="alice",
+        description="Whose seat it is. With caller authentication (AUTH_JWKS_URL) it may be"
+        " left out and is then the caller; only a trusted backend may name another user.",
     )
 
 
 class BookingRequestSchema(Schema):
+    """user_id is optional when callers are authenticated: see booking_request_schema."""
+
     class Meta:
         unknown = RAISE
 
     event_id = StrictInteger(
         required=True, validate=validate.Range(min=1, max=MAX_INT), metadata={"example": 1}
     )
-    user_id = Text(255, example="alice")
+    user_id = user_id_field()
+
+
+def booking_request_schema(callers_authenticated: bool) -> BookingRequestSchema:
+    """The body of reserve and cancel; an authenticated caller may leave user_id out."""
+    return BookingRequestSchema(partial=("user_id",) if callers_authenticated else False)
 
 
 class EventCreateSchema(Schema):
