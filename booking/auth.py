@@ -145,13 +145,13 @@ class Verifier:
 
 
 def _scopes(claims: dict[str, Any]) -> set[str]:
-    """`scope` (space separated, RFC 9068) and `scp` (a string or a list, as some IdPs do)."""
+    """`scope`: a space-separated string (RFC 9068); `scp`: the same, or a list (Okta, Entra)."""
     scopes: set[str] = set()
-    for claim in ("scope", "scp"):
+    for claim, may_be_list in (("scope", False), ("scp", True)):
         value = claims.get(claim)
         if isinstance(value, str):
             scopes.update(value.split())
-        elif isinstance(value, list):
+        elif may_be_list and isinstance(value, list):
             scopes.update(item for item in value if isinstance(item, str))
     return scopes
 

@@ -5,13 +5,26 @@ embedded one under .data/ otherwise. Each run creates its own database and drops
 end, so runs never interfere. Helpers live in support.py; tests import them from there.
 """
 
+import socket
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
-from support import ADMIN_TOKEN, SERVICE_ENV, SUMMARY, Gunicorn, PrivatePostgres, wait_for
+import redis
+from jwks import JwksServer, SigningKey, auth_env
+from support import (
+    ADMIN_TOKEN,
+    SERVICE_ENV,
+    SHARED_REDIS,
+    SUMMARY,
+    Gunicorn,
+    PrivatePostgres,
+    skip_or_fail,
+    wait_for,
+)
 
 from booking import create_app
 from booking.config import Config
@@ -141,3 +154,44 @@ def fault_gunicorn(private_pg, start_gunicorn) -> Iterator[Callable[..., Gunicor
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def key_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", 6379)) != 0:
+            skip_or_fail("Redis is not running on 127.0.0.1:6379")
+    prefix = f"booking-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(SHARED_REDIS)
+    for key in client.scan_iter(match=f"*{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+# The tests' identity provider (jwks.py).
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> SigningKey:
+    return SigningKey("RS256")
+
+
+@pytest.fixture(scope="session")
+def ec_key() -> SigningKey:
+    return SigningKey("ES256")
+
+
+@pytest.fixture(scope="session")
+def jwks_server(rsa_key, ec_key) -> Iterator[JwksServer]:
+    """The provider most tests share; tests that change or stop it start their own."""
+    server = JwksServer([rsa_key, ec_key])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_server(start_gunicorn, jwks_server) -> Gunicorn:
+    """A multi-worker gunicorn that authenticates callers against jwks_server."""
+    return start_gunicorn(env=auth_env(jwks_server), workers=2)

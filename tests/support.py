@@ -53,6 +53,10 @@ EVENTS = "/api/events"
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
+# The machine's Redis, shared by the tests that need one budget across workers; each uses a
+# key prefix of its own (the key_prefix fixture).
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
 # nginx and PgBouncer drop root privileges: as root, their files must be readable by this.
 UNPRIVILEGED_USER = "nobody"
 

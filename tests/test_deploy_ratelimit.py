@@ -4,10 +4,8 @@ not fooled by X-Forwarded-For behind nginx, and never a 5xx when Redis goes away
 import dataclasses
 import socket
 import threading
-import uuid
 from collections import Counter
 
-import pytest
 import redis
 import requests
 from support import (
@@ -15,10 +13,10 @@ from support import (
     CANCEL,
     EVENTS,
     RESERVE,
+    SHARED_REDIS,
     log_entries,
     overlap,
     session_from,
-    skip_or_fail,
     start_nginx,
     start_redis,
     wait_for_entries,
@@ -26,26 +24,10 @@ from support import (
 
 from booking import create_app
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
-
 
 def booking_post(url: str, path: str, event_id: int, user: str, session=requests, headers=None):
     body = {"event_id": event_id, "user_id": user}
     return session.post(f"{url}{path}", json=body, headers=headers, timeout=30)
-
-
-@pytest.fixture
-def key_prefix() -> str:
-    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", 6379)) != 0:
-            skip_or_fail("Redis is not running on 127.0.0.1:6379")
-    prefix = f"booking-test-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = redis.Redis.from_url(SHARED_REDIS)
-    for key in client.scan_iter(match=f"*{prefix}*"):
-        client.delete(key)
-    client.close()
 
 
 def assert_rate_limited(response) -> None:

@@ -1,0 +1,515 @@
+"""Authenticated callers (AUTH_JWKS_URL): tokens, whose bookings, keys, budgets.
+
+Tokens are signed with keys the tests generate and checked by the service against the key
+set a JwksServer serves over real HTTP (tests/jwks.py): nothing of PyJWT or of the key
+fetch is mocked. Rules are checked in process; what depends on several gunicorn workers
+(key caches, the rate limit in Redis) through a real gunicorn.
+"""
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import jwt
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from jwks import (
+    AUDIENCE,
+    ISSUER,
+    JwksServer,
+    SigningKey,
+    access_claims,
+    auth_env,
+    bearer,
+)
+from support import (
+    ADMIN,
+    ADMIN_TOKEN,
+    BOOKINGS,
+    CANCEL,
+    EVENTS,
+    RESERVE,
+    ROOT,
+    SHARED_REDIS,
+    log_entries,
+    overlap,
+    wait_for,
+    wait_for_entries,
+)
+
+from booking import auth, create_app
+from booking.config import Config, ConfigError
+
+BACKEND_SCOPE = "openid bookings:any-user"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned(header: dict, claims: dict, signature: bytes = b"") -> str:
+    """A token assembled by hand, as an attacker would."""
+    parts = [b64(json.dumps(header).encode()), b64(json.dumps(claims).encode())]
+    return ".".join([*parts, b64(signature)])
+
+
+@pytest.fixture(scope="module")
+def auth_config(config, jwks_server) -> Config:
+    return dataclasses.replace(
+        config, auth_jwks_url=jwks_server.url, auth_issuer=ISSUER, auth_audience=AUDIENCE
+    )
+
+
+@pytest.fixture(scope="module")
+def client(auth_config):
+    return create_app(auth_config).test_client()
+
+
+@pytest.fixture
+def event_id(make_event) -> int:
+    return make_event(10)
+
+
+@pytest.fixture
+def state(sql):
+    """Everything a refused request must leave as it was."""
+
+    def snapshot():
+        return sql(
+            "SELECT (SELECT count(*) FROM bookings), (SELECT count(*) FROM cancelled_bookings),"
+            " (SELECT count(*) FROM idempotency_keys)"
+        )
+
+    return snapshot
+
+
+def reserve(client, token: str | None, event_id: int, user_id: str | None = None, **kw):
+    body = {"event_id": event_id} if user_id is None else {"event_id": event_id, "user_id": user_id}
+    headers = {**(bearer(token) if token else {}), **kw.pop("headers", {})}
+    return client.post(RESERVE, json=body, headers=headers, **kw)
+
+
+# Configuration.
+
+
+def test_half_an_auth_configuration_refuses_to_start():
+    with pytest.raises(ConfigError, match="AUTH_ISSUER and AUTH_AUDIENCE are not"):
+        Config(auth_jwks_url="https://idp.test/certs")
+    with pytest.raises(ConfigError, match="AUTH_JWKS_URL is not"):
+        Config(auth_issuer=ISSUER, auth_audience=AUDIENCE)
+    with pytest.raises(ConfigError, match="https://"):
+        Config(auth_jwks_url="file:///etc/passwd", auth_issuer=ISSUER, auth_audience=AUDIENCE)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        [sys.executable, "-m", "flask", "--app", "wsgi", "migrate"],
+    ],
+    ids=["gunicorn", "flask"],
+)
+def test_jwks_url_alone_is_a_one_line_error(command, database_url):
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": database_url, "HOST": "127.0.0.1"}
+    env["AUTH_JWKS_URL"] = "https://idp.test/certs"
+    env["PORT"] = "1"  # never bound: it must stop before listening
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+    assert errors == [
+        "Error: AUTH_JWKS_URL is set but AUTH_ISSUER and AUTH_AUDIENCE are not:"
+        " set all three to authenticate callers, or none of them"
+    ]
+
+
+def test_the_log_says_once_whether_callers_are_authenticated(server, auth_server):
+    def mode_lines(gunicorn) -> list[dict]:
+        return [e for e in log_entries(gunicorn.log_path) if "callers are" in e["message"]]
+
+    [open_line] = mode_lines(server)  # four workers, one line
+    assert open_line["level"] == "WARNING"
+    assert "callers are not authenticated" in open_line["message"]
+    [auth_line] = mode_lines(auth_server)
+    assert auth_line["level"] == "INFO"
+    assert "callers are authenticated" in auth_line["message"] and ISSUER in auth_line["message"]
+
+
+# Tokens that are refused.
+
+
+def test_no_token_is_401_unauthorized(client, event_id, state):
+    before = state()
+    for headers in [{}, {"Authorization": "Basic YWxpY2U6c2VjcmV0"}, {"Authorization": "Bearer "}]:
+        response = client.post(RESERVE, json={"event_id": event_id}, headers=headers)
+        assert response.status_code == 401
+        assert response.get_json() == {"error": "unauthorized"}
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert client.get(f"{BOOKINGS}/1").status_code == 401
+    assert client.post(CANCEL, json={"event_id": event_id}).status_code == 401
+    assert state() == before
+
+
+def test_a_token_in_the_query_string_is_ignored(client, rsa_key, event_id, state):
+    before = state()
+    token = rsa_key.token("alice")
+    response = client.post(f"{RESERVE}?access_token={token}", json={"event_id": event_id})
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "unauthorized"}
+    assert state() == before
+
+
+def _hs256_with_public_key(rsa_key: SigningKey) -> str:
+    """The classic confusion: the published public key used as an HMAC secret."""
+    pem = rsa_key.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "typ": "JWT", "kid": rsa_key.kid}
+    signing_input = unsigned(header, access_claims("alice")).rsplit(".", 1)[0]
+    signature = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+def _tampered(rsa_key: SigningKey) -> str:
+    header, _, signature = rsa_key.token("mallory").split(".")
+    payload = b64(json.dumps(access_claims("alice")).encode())
+    return f"{header}.{payload}.{signature}"
+
+
+INVALID_TOKENS = {
+    "malformed": lambda rsa, ec: "not-a-jwt",
+    "three garbage parts": lambda rsa, ec: "a.b.c",
+    "expired": lambda rsa, ec: rsa.token(exp=int(time.time()) - 3600),
+    "not yet valid": lambda rsa, ec: rsa.token(nbf=int(time.time()) + 3600),
+    "no exp": lambda rsa, ec: rsa.token(exp=None),
+    "wrong issuer": lambda rsa, ec: rsa.token(iss="https://evil.test/realms/booking"),
+    "wrong audience": lambda rsa, ec: rsa.token(aud="another-api"),
+    "no audience": lambda rsa, ec: rsa.token(aud=None),
+    "no sub": lambda rsa, ec: rsa.token(sub=None),
+    "empty sub": lambda rsa, ec: rsa.token(sub=""),
+    "blank sub": lambda rsa, ec: rsa.token(sub="   "),
+    "sub not a string": lambda rsa, ec: rsa.sign({**access_claims(), "sub": 42}),
+    "unpublished key": lambda rsa, ec: SigningKey("RS256", kid=rsa.kid).token(),
+    "unknown kid": lambda rsa, ec: SigningKey("ES256").token(),
+    "no kid": lambda rsa, ec: jwt_without_kid(rsa),
+    "alg none": lambda rsa, ec: unsigned({"alg": "none", "kid": rsa.kid}, access_claims()),
+    "HS256 signed with the public key": lambda rsa, ec: _hs256_with_public_key(rsa),
+    "RS256 claimed for the EC key": lambda rsa, ec: rsa.token(kid=ec.kid),
+    "tampered payload": lambda rsa, ec: _tampered(rsa),
+}
+
+
+def jwt_without_kid(key: SigningKey) -> str:
+    return jwt.encode(access_claims(), key.private_key, algorithm=key.algorithm)
+
+
+@pytest.mark.parametrize("case", INVALID_TOKENS)
+def test_an_invalid_token_is_401_invalid_token(client, rsa_key, ec_key, event_id, state, case):
+    token = INVALID_TOKENS[case](rsa_key, ec_key)
+    before = state()
+    response = reserve(client, token, event_id, "alice", headers={"Idempotency-Key": "k1"})
+    assert response.status_code == 401, response.get_json()
+    assert response.get_json() == {"error": "invalid_token"}
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert client.get(f"{BOOKINGS}/1", headers=bearer(token)).status_code == 401
+    assert state() == before
+
+
+def test_every_check_comes_before_the_database(auth_config, rsa_key):
+    """The database is unreachable: a refusal that touched it would be a 503."""
+    unreachable = dataclasses.replace(auth_config, database_url="postgresql://127.0.0.1:1/none")
+    client = create_app(unreachable).test_client()
+    alice = rsa_key.token("alice")
+    assert reserve(client, None, 1, "alice").status_code == 401
+    assert reserve(client, rsa_key.token(exp=1), 1, "alice").status_code == 401
+    assert reserve(client, alice, 1, "bob").status_code == 403
+    assert (
+        client.post(
+            CANCEL, json={"event_id": 1, "user_id": "bob"}, headers=bearer(alice)
+        ).status_code
+        == 403
+    )
+    assert reserve(client, alice, 1).status_code == 503  # allowed: it reaches the database
+
+
+# Whose bookings.
+
+
+def test_a_caller_books_looks_up_and_cancels_its_own_seat(client, rsa_key, event_id):
+    alice = bearer(rsa_key.token("alice"))
+    booked = client.post(RESERVE, json={"event_id": event_id, "user_id": "alice"}, headers=alice)
+    assert booked.status_code == 201
+    booking_id = booked.get_json()["booking_id"]
+    found = client.get(f"{BOOKINGS}/{booking_id}", headers=alice)
+    assert found.status_code == 200 and found.get_json()["user_id"] == "alice"
+    cancelled = client.post(CANCEL, json={"event_id": event_id}, headers=alice)
+    assert cancelled.status_code == 200 and cancelled.get_json()["booking_id"] == booking_id
+    assert client.get(f"{BOOKINGS}/{booking_id}", headers=alice).get_json()["status"] == (
+        "cancelled"
+    )
+
+
+def test_user_id_left_out_is_the_callers(client, ec_key, event_id, sql):
+    response = reserve(client, ec_key.token("carol"), event_id)
+    assert response.status_code == 201
+    assert response.get_json()["user_id"] == "carol"
+    assert sql("SELECT user_id FROM bookings WHERE event_id = %s", (event_id,)) == [("carol",)]
+
+
+def test_another_users_booking_is_forbidden_or_not_found(client, rsa_key, event_id, state):
+    backend = rsa_key.token("booking-backend", scope=BACKEND_SCOPE)
+    bobs = reserve(client, backend, event_id, "bob").get_json()["booking_id"]
+    alice = rsa_key.token("alice")
+    before = state()
+
+    for path in (RESERVE, CANCEL):
+        response = client.post(
+            path, json={"event_id": event_id, "user_id": "bob"}, headers=bearer(alice)
+        )
+        assert response.status_code == 403
+        assert response.get_json() == {"error": "forbidden"}
+    assert state() == before
+
+    # Exactly as for a booking that does not exist: ids cannot be probed.
+    hidden = client.get(f"{BOOKINGS}/{bobs}", headers=bearer(alice))
+    missing = client.get(f"{BOOKINGS}/2147483647", headers=bearer(alice))
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.data == missing.data == b'{"error":"booking_not_found"}\n'
+    assert client.get(f"{BOOKINGS}/{bobs}", headers=bearer(rsa_key.token("bob"))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        {"scope": "openid bookings:any-user profile"},
+        {"scp": "bookings:any-user"},
+        {"scp": ["openid", "bookings:any-user"]},
+    ],
+    ids=["scope", "scp string", "scp list"],
+)
+def test_a_trusted_backend_acts_for_any_user(client, ec_key, event_id, scopes):
+    backend = bearer(ec_key.token("booking-backend", **scopes))
+    body = {"event_id": event_id, "user_id": "dave"}
+    booked = client.post(RESERVE, json=body, headers=backend)
+    assert booked.status_code == 201 and booked.get_json()["user_id"] == "dave"
+    booking_id = booked.get_json()["booking_id"]
+    assert client.get(f"{BOOKINGS}/{booking_id}", headers=backend).status_code == 200
+    assert client.post(CANCEL, json=body, headers=backend).status_code == 200
+    # It must say for whom.
+    response = client.post(RESERVE, json={"event_id": event_id}, headers=backend)
+    assert response.status_code == 422
+    assert response.get_json()["details"] == {"user_id": ["Missing data for required field."]}
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        {"scope": "bookings:any-user-admin"},
+        {"scope": "bookings:any-users"},
+        {"scope": "xbookings:any-user"},
+        {"scope": "bookings:any-user,openid"},
+        {"scp": ["bookings:any-user openid"]},
+        {"scope": ["bookings:any-user"]},  # `scope` is a string, never a list
+    ],
+)
+def test_a_scope_that_only_resembles_any_user_is_no_backend(client, rsa_key, event_id, scopes):
+    token = rsa_key.token("mallory", **scopes)
+    assert reserve(client, token, event_id, "bob").status_code == 403
+    assert reserve(client, token, event_id, "mallory").status_code == 201
+
+
+def test_two_callers_with_the_same_idempotency_key_get_two_bookings(
+    client, rsa_key, ec_key, event_id, sql
+):
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    alice = reserve(client, rsa_key.token("alice"), event_id, headers=key)
+    bob = reserve(client, ec_key.token("bob"), event_id, headers=key)
+    assert alice.status_code == bob.status_code == 201
+    assert "Idempotent-Replayed" not in bob.headers
+    assert alice.get_json()["booking_id"] != bob.get_json()["booking_id"]
+    again = reserve(client, rsa_key.token("alice"), event_id, headers=key)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.data == alice.data
+    # Stored per caller, never as the key the client chose.
+    assert sql(
+        "SELECT count(*) FROM idempotency_keys WHERE key = %s", (key["Idempotency-Key"],)
+    ) == [(0,)]
+
+
+def test_user_id_left_out_replays_like_the_callers_own_id(client, rsa_key, event_id):
+    alice = rsa_key.token("alice")
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    first = reserve(client, alice, event_id, headers=key)
+    again = reserve(client, alice, event_id, "alice", headers=key)
+    assert first.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_event_reads_and_service_routes_stay_public(client, event_id):
+    for path in (f"{EVENTS}/{event_id}", f"{EVENTS}/{event_id}/availability", EVENTS):
+        assert client.get(path).status_code == 200
+    for path in ("/health", "/openapi.json", "/docs"):
+        assert client.get(path).status_code == 200
+
+
+def test_the_admin_route_keeps_admin_token(client, rsa_key):
+    body = {"name": "Premiere", "total_seats": 5}
+    as_caller = client.post(EVENTS, json=body, headers=bearer(rsa_key.token(scope=BACKEND_SCOPE)))
+    assert as_caller.status_code == 401 and as_caller.get_json() == {"error": "unauthorized"}
+    as_admin = client.post(EVENTS, json=body, headers=ADMIN)
+    assert as_admin.status_code == 201
+
+
+@pytest.mark.parametrize(
+    "header",
+    [f"Bearer  {ADMIN_TOKEN}", f"Bearer {ADMIN_TOKEN} ", f"Bearer {ADMIN_TOKEN}\t", "Bearer"],
+    ids=["space before", "space after", "tab after", "no token"],
+)
+def test_the_admin_token_must_be_exactly_the_one_configured(client, header):
+    response = client.post(
+        EVENTS, json={"name": "Premiere", "total_seats": 5}, headers={"Authorization": header}
+    )
+    assert response.status_code == 401 and response.get_json() == {"error": "unauthorized"}
+
+
+# Through real gunicorn workers.
+
+
+def test_over_http_a_caller_books_and_others_cannot_see_it(auth_server, rsa_key, ec_key, event_id):
+    url = auth_server.url
+    alice = bearer(rsa_key.token("alice"))
+    booked = requests.post(
+        f"{url}{RESERVE}", json={"event_id": event_id}, headers=alice, timeout=10
+    )
+    assert booked.status_code == 201
+    lookup = f"{url}{BOOKINGS}/{booked.json()['booking_id']}"
+    assert requests.get(lookup, headers=alice, timeout=10).status_code == 200
+    eve = bearer(ec_key.token("eve"))
+    assert requests.get(lookup, headers=eve, timeout=10).json() == {"error": "booking_not_found"}
+    missing = requests.get(lookup, timeout=10)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_rate_limit_counts_per_caller_across_workers(
+    start_gunicorn,
+    jwks_server,
+    key_prefix,
+    rsa_key,
+    event_id,
+):
+    limit = 4
+    server = start_gunicorn(
+        env={
+            **auth_env(jwks_server),
+            "RATE_LIMIT": f"{limit}/minute",
+            "RATELIMIT_STORAGE_URI": SHARED_REDIS,
+            "RATELIMIT_KEY_PREFIX": key_prefix,
+        },
+        workers=3,
+    )
+    alice = bearer(rsa_key.token("alice"))
+
+    def call(i: int, headers: dict) -> requests.Response:
+        # Lookups draw on the same budget as reserve and cancel.
+        if i % 3 == 0:
+            return requests.get(f"{server.url}{BOOKINGS}/1", headers=headers, timeout=30)
+        path = RESERVE if i % 3 == 1 else CANCEL
+        return requests.post(
+            f"{server.url}{path}", json={"event_id": event_id}, headers=headers, timeout=30
+        )
+
+    responses = overlap([lambda i=i: call(i, alice) for i in range(12)])
+    assert Counter(r.status_code == 429 for r in responses) == {False: limit, True: 12 - limit}
+    assert all(r.json() == {"error": "rate_limited"} for r in responses if r.status_code == 429)
+    # The same address, another caller: a budget of its own.
+    bob = bearer(rsa_key.token("bob"))
+    assert [call(i, bob).status_code for i in range(limit)].count(429) == 0
+    # Served by several workers, so only the shared count in Redis could stop alice at 4.
+    served = wait_for_entries(
+        server.log_path, lambda e: e.get("path", "").startswith(BOOKINGS), 12 + limit
+    )
+    assert len({e["pid"] for e in served}) > 1
+
+
+def test_a_key_rotated_in_is_accepted_while_the_service_runs(start_gunicorn):
+    old = SigningKey("RS256")
+    jwks = JwksServer([old])
+    try:
+        server = start_gunicorn(env=auth_env(jwks), workers=2)
+        lookup = f"{server.url}{BOOKINGS}/2147483647"
+
+        def status(key: SigningKey) -> int:
+            return requests.get(lookup, headers=bearer(key.token("alice")), timeout=10).status_code
+
+        assert [status(old) for _ in range(6)] == [404] * 6  # both workers hold the old key
+        new = SigningKey("ES256")
+        assert status(new) == 401
+        jwks.publish([old, new])
+        accepted: list[int] = []
+
+        def accepted_in_a_row() -> bool:
+            accepted[:] = [*accepted, True] if status(new) == 404 else []
+            return len(accepted) >= 10
+
+        wait_for(accepted_in_a_row, "the new key to be accepted by every worker", timeout=60)
+        assert status(old) == 404
+    finally:
+        jwks.stop()
+
+
+def test_jwks_down_is_503_then_recovers_and_cached_keys_keep_working(start_gunicorn):
+    key = SigningKey("ES256")
+    jwks = JwksServer([key])
+    jwks.stop()
+    try:
+        server = start_gunicorn(env=auth_env(jwks), workers=1)
+        lookup = f"{server.url}{BOOKINGS}/2147483647"
+
+        def call(signing_key: SigningKey) -> requests.Response:
+            return requests.get(lookup, headers=bearer(signing_key.token("alice")), timeout=10)
+
+        down = call(key)
+        assert down.status_code == 503
+        assert down.json() == {"error": "auth_unavailable"}
+        assert call(key).status_code == 503
+
+        jwks.start()
+        wait_for(lambda: call(key).status_code == 404, "the key set to be fetched", timeout=60)
+
+        jwks.stop()
+        unknown = SigningKey("ES256")
+        wait_for(lambda: call(unknown).status_code == 503, "a refetch to fail", timeout=60)
+        assert call(key).status_code == 404  # the key already held still verifies
+        statuses = [e["status"] for e in log_entries(server.log_path) if "status" in e]
+        assert 500 not in statuses
+    finally:
+        jwks.stop()
+
+
+def test_a_burst_of_random_kids_costs_the_provider_a_handful_of_requests(start_gunicorn):
+    key = SigningKey("RS256")
+    jwks = JwksServer([key])
+    try:
+        workers = 2
+        server = start_gunicorn(env=auth_env(jwks), workers=workers)
+        attacker = SigningKey("RS256")
+        lookup = f"{server.url}{BOOKINGS}/1"
+
+        def bogus(i: int) -> requests.Response:
+            token = attacker.token("mallory", kid=uuid.uuid4().hex)
+            return requests.get(lookup, headers=bearer(token), timeout=30)
+
+        started = time.monotonic()
+        responses = overlap([lambda i=i: bogus(i) for i in range(200)])
+        elapsed = time.monotonic() - started
+        assert {r.status_code for r in responses} == {401}
+        # Each worker: its first fetch, then at most one per REFETCH_INTERVAL_S.
+        bound = workers * (2 + elapsed / auth.REFETCH_INTERVAL_S)
+        assert 1 <= jwks.requests <= bound, (jwks.requests, elapsed)
+    finally:
+        jwks.stop()
