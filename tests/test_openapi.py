@@ -4,6 +4,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from jwks import AUDIENCE, ISSUER, bearer
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from support import ADMIN, CANCEL, EVENTS, RESERVE
@@ -25,10 +26,31 @@ FUZZ = [
 ]
 EXAMPLES_PER_OPERATION = 30
 
+# The same app authenticating callers: its booking operations are fuzzed with a caller's token.
+AUTH_CONFIG = Config(
+    database_url="postgresql://127.0.0.1:1/unused",
+    auth_jwks_url="http://127.0.0.1:1/certs",
+    auth_issuer=ISSUER,
+    auth_audience=AUDIENCE,
+)
+AUTH_SPEC = build_spec(create_app(AUTH_CONFIG))
+CALLER_FUZZ = [
+    pytest.param(method.upper(), path, mode, id=f"{method.upper()} {path} {mode.value}")
+    for path, item in AUTH_SPEC["paths"].items()
+    for method, operation in item.items()
+    for mode in GenerationMode
+    if operation.get("security") == [{"CallerToken": []}]
+]
+
 
 @pytest.fixture(scope="module")
 def live_schema(server):
     return schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+
+
+@pytest.fixture(scope="module")
+def live_auth_schema(auth_server):
+    return schemathesis.openapi.from_url(f"{auth_server.url}/openapi.json")
 
 
 def test_the_live_spec_is_the_one_built_from_the_schemas(server):
@@ -38,6 +60,21 @@ def test_the_live_spec_is_the_one_built_from_the_schemas(server):
 def test_the_spec_is_valid_openapi_3(live_schema):
     assert SPEC["openapi"].startswith("3.")
     live_schema.validate()  # against the OpenAPI 3.0 JSON Schema
+
+
+def test_with_callers_authenticated_the_spec_says_so(auth_server, live_auth_schema):
+    assert requests.get(f"{auth_server.url}/openapi.json", timeout=10).json() == AUTH_SPEC
+    live_auth_schema.validate()
+    secured = {param.values[:2] for param in CALLER_FUZZ}
+    assert secured == {
+        ("POST", RESERVE),
+        ("POST", CANCEL),
+        ("GET", "/api/bookings/{booking_id}"),
+    }
+    # user_id may be left out only when callers are authenticated.
+    assert AUTH_SPEC["components"]["schemas"]["BookingRequest"]["required"] == ["event_id"]
+    assert SPEC["components"]["schemas"]["BookingRequest"]["required"] == ["event_id", "user_id"]
+    assert "security" not in SPEC["paths"][RESERVE]["post"]
 
 
 def test_every_route_of_the_contract_is_described():
@@ -73,8 +110,18 @@ def test_a_route_without_a_description_fails_the_build(config):
 @pytest.mark.parametrize(("method", "path", "mode"), FUZZ)
 def test_live_responses_keep_to_the_spec(live_schema, method, path, mode):
     """No 5xx, no undocumented status, header or body, valid input accepted, invalid refused."""
-    operation = live_schema[path][method]
+    fuzz(live_schema[path][method], mode, ADMIN)
 
+
+@pytest.mark.parametrize(("method", "path", "mode"), CALLER_FUZZ)
+def test_live_responses_keep_to_the_spec_with_callers_authenticated(
+    live_auth_schema, rsa_key, method, path, mode
+):
+    """A caller's token: another user_id is a 403, another's booking a 404, both in the spec."""
+    fuzz(live_auth_schema[path][method], mode, bearer(rsa_key.token("fuzzer")))
+
+
+def fuzz(operation, mode: GenerationMode, headers: dict[str, str]) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
         max_examples=EXAMPLES_PER_OPERATION,
@@ -83,11 +130,11 @@ def test_live_responses_keep_to_the_spec(live_schema, method, path, mode):
         suppress_health_check=list(HealthCheck),
     )
     def check(case):
-        response = case.call(headers=ADMIN, timeout=10)
+        response = case.call(headers=headers, timeout=10)
         # A valid request can still meet a key used before for another body: that 422
         # depends on history, not on the input, so it is no refusal of valid data.
         reused = response.status_code == 422 and "idempotency_key_reused" in response.text
         excluded = [positive_data_acceptance] if reused else []
-        case.validate_response(response, headers=ADMIN, excluded_checks=excluded)
+        case.validate_response(response, headers=headers, excluded_checks=excluded)
 
     check()
