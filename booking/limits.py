@@ -2,7 +2,9 @@
 
 The client is the caller's sub when callers are authenticated (booking.auth); then the
 booking lookup draws on the same budget too, so booking ids cannot be walked at full speed.
-Otherwise it is the client address and only reserve and cancel are limited. The address is request.remote_addr: with TRUSTED_PROXIES set, ProxyFix (see
+Otherwise it is the client address, and only reserve and cancel are limited.
+
+The client address is request.remote_addr: with TRUSTED_PROXIES set, ProxyFix (see
 booking/__init__.py) has already replaced it by the address the trusted proxies saw, so a
 client cannot pick its own key by sending X-Forwarded-For.
 
