@@ -203,6 +203,9 @@ INVALID_TOKENS = {
     "HS256 signed with the public key": lambda rsa, ec: _hs256_with_public_key(rsa),
     "RS256 claimed for the EC key": lambda rsa, ec: rsa.token(kid=ec.kid),
     "tampered payload": lambda rsa, ec: _tampered(rsa),
+    # Taken exactly as sent after "Bearer ", like the admin token.
+    "space before": lambda rsa, ec: f" {rsa.token()}",
+    "space after": lambda rsa, ec: f"{rsa.token()} ",
 }
 
 
