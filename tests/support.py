@@ -108,10 +108,18 @@ def post_json(url: str, body: dict, headers: dict | None = None) -> requests.Res
 class Gunicorn:
     """A real gunicorn serving the app, started the way `make run` starts it.
 
-    workers=None keeps gunicorn.conf.py's own count (WEB_CONCURRENCY or 2 x cores + 1).
+    workers=None keeps gunicorn.conf.py's own count (WEB_CONCURRENCY or 2 x cores + 1);
+    bench/run.py starts its floor app with another `app` and `config`.
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int | None = 4) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        workers: int | None = 4,
+        app: str = "wsgi:app",
+        config: str = "gunicorn.conf.py",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -121,7 +129,7 @@ class Gunicorn:
         full_env.update(env)
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", config, app],
             cwd=ROOT,
             env=full_env,
             stdout=self.log,
