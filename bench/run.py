@@ -1,12 +1,16 @@
-"""`make bench`: the booking service under load, next to PostgreSQL alone.
+"""`make bench`: the booking service under load, next to its floor and PostgreSQL alone.
 
 Starts gunicorn the way `make run` does (gunicorn.conf.py, its default worker count) on a
-fresh, migrated database, then per run:
+fresh, migrated database; beside it the floor (bench/floor_app.py: Flask + psycopg2 sending
+the same SQL, under the same gunicorn settings, with none of the service's extras) and a
+private nginx with the shipped deploy/nginx.conf in front of the service. Per run:
 
-  health  GET /health: the ceiling of wrk + gunicorn on this machine
-  (a)     one hot event, 64 concurrent clients, a distinct user per request
-  (b)     bookings spread over 1,000 events
-  (c)     availability reads over those 1,000 events
+  pairs, side by side: the two sides one right after the other, in turns A B then B A
+    health   GET /health, service and floor
+    (a)      one hot event, 64 concurrent clients, a distinct user per request
+    (b)      bookings spread over 1,000 events
+    (c)      availability reads over those 1,000 events
+    nginx    (c) and (b) through nginx and direct to the service's gunicorn
   (d)     the hot event again at 90% full (100,000 seats, 90,000 booked in bulk first)
   (a)+(d) an empty and a 90%-full event loaded at the same moment, half the clients each
   pgbench the same reserve_seat() call straight to PostgreSQL on a hot event: 64 clients
@@ -16,8 +20,8 @@ fresh, migrated database, then per run:
 After every scenario the database invariants are checked and the run stops with a
 non-zero exit when one breaks. Before the load, a wire-level proxy counts the round trips
 to PostgreSQL of each kind of request. Figures are medians over the runs; ratios are taken
-within each run, then their median is shown. `--profile` adds a py-spy summary of one
-worker during the first (a).
+within each run, then their median is shown with every run's value. `--profile` adds a
+py-spy summary of one worker during the first (a); `--quick` checks that it all works.
 """
 
 import argparse
@@ -55,7 +59,7 @@ from booking import queries  # noqa: E402
 from booking.config import Config  # noqa: E402
 from booking.db import create_database, drop_database  # noqa: E402
 from booking.db import database_url as resolve_database_url  # noqa: E402
-from tests.support import Gunicorn  # noqa: E402
+from tests.support import Gunicorn, start_nginx  # noqa: E402
 
 HOT_SEATS = 100_000
 PREFILLED = 90_000
@@ -73,6 +77,8 @@ class Result:
     p99_ms: float
     statuses: Counter = field(default_factory=Counter)
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    # X-Cache-Status values nginx sent (HIT, MISS, ...), when the requests went through it.
+    cache: Counter = field(default_factory=Counter)
 
 
 # ---------------------------------------------------------------- database
@@ -161,16 +167,23 @@ INVARIANTS = {
 }
 
 
-def check_invariants(conn, scenario: str, created: int, acknowledged: int, source: str) -> None:
-    """Fail loudly when the database breaks a promise of the API."""
+def check_invariants(
+    conn, scenario: str, created: int, acknowledged: int, source: str, in_flight: int = 0
+) -> None:
+    """Fail loudly when the database breaks a promise of the API.
+
+    Rows created must equal the successes acknowledged; when these are counted by the
+    client, up to `in_flight` requests may have committed after it stopped listening.
+    """
     problems = []
     for broken, query in INVARIANTS.items():
         with conn.cursor() as cur:
             cur.execute(query)
             if rows := cur.fetchall():
                 problems.append(f"{broken}: {rows}")
-    if created != acknowledged:
-        problems.append(f"{created} rows created but {acknowledged} successes ({source})")
+    if not acknowledged <= created <= acknowledged + in_flight:
+        slack = f" (+ up to {in_flight} in flight)" if in_flight else ""
+        problems.append(f"{created} rows created but {acknowledged} successes{slack} ({source})")
     if problems:
         raise InvariantBroken(f"{scenario}: " + "; ".join(problems))
 
@@ -200,11 +213,16 @@ def machine() -> dict[str, str]:
 
 
 def ensure_programs() -> None:
-    if shutil.which("wrk") is None:
-        print("wrk is missing: installing the Debian package", flush=True)
+    missing = [
+        name
+        for name in ("wrk", "nginx")
+        if not (shutil.which(name) or os.access(f"/usr/sbin/{name}", os.X_OK))
+    ]
+    if missing:
+        print(f"{', '.join(missing)} missing: installing the Debian packages", flush=True)
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         subprocess.run([*sudo, "apt-get", "update", "-q"], check=True)
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", *missing], check=True)
 
 
 def pgbench_program() -> str:
@@ -249,6 +267,54 @@ class Service(Gunicorn):
             if (new_size := self.log_size()) != size:
                 size, since = new_size, time.monotonic()
 
+    def mark(self) -> int:
+        return self.log_size()
+
+    def settle(self, mark: int) -> Counter | None:
+        """Wait for the requests still queued when the client stopped; the statuses of
+        every request served since `mark`, from the access log."""
+        self.wait_quiet()
+        return self.statuses_logged(mark)[0]
+
+
+class Floor(Gunicorn):
+    """The floor app (bench/floor_app.py) under the floor's gunicorn settings: gunicorn.conf.py's
+    own, its worker count, no access log."""
+
+    def __init__(self, database_url: str, log_path: Path) -> None:
+        super().__init__(
+            {"DATABASE_URL": database_url},
+            log_path,
+            workers=None,
+            app="bench.floor_app:app",
+            config="bench/floor.gunicorn.conf.py",
+        )
+
+    def mark(self) -> int:
+        return 0
+
+    def settle(self, mark: int) -> None:
+        """Wait for the requests still queued when the client stopped; it keeps no log, so
+        nothing tells what it served."""
+        wait_idle(self.proc.pid)
+        return None
+
+
+# CPU a gunicorn with nothing to do may still use in a second (its arbiter's wake-ups).
+IDLE_CPU_S = 0.02
+
+
+def wait_idle(pid: int, quiet_for: float = 1.0, timeout: float = 30) -> None:
+    """Wait until the process tree of `pid` has used no CPU worth counting for `quiet_for`."""
+    deadline = time.monotonic() + timeout
+    used, since = tree_cpu_seconds(pid), time.monotonic()
+    while time.monotonic() - since < quiet_for:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the floor kept working after the load stopped")
+        time.sleep(0.1)
+        if (now := tree_cpu_seconds(pid)) - used > IDLE_CPU_S:
+            used, since = now, time.monotonic()
+
 
 def process_cpu_seconds(pid: int, with_reaped_children: bool) -> float:
     """utime + stime of a process (plus its reaped children), from /proc."""
@@ -272,16 +338,21 @@ def tree_cpu_seconds(parent: int) -> float:
 
 
 class CpuMeter:
-    """CPU spent by the service, PostgreSQL and the load generator during one scenario."""
+    """CPU spent by gunicorn (service and floor: one is idle while the other is loaded),
+    nginx, PostgreSQL and the load generator during one scenario."""
 
-    def __init__(self, service: Service, postmaster: int | None) -> None:
-        self.service = service
+    PARTS = ("gunicorn", "nginx", "postgres", "client")
+
+    def __init__(self, gunicorns: list[int], nginx: int, postmaster: int | None) -> None:
+        self.gunicorns = gunicorns
+        self.nginx = nginx
         self.postmaster = postmaster
 
     def sample(self) -> dict[str, float]:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return {
-            "gunicorn": tree_cpu_seconds(self.service.proc.pid),
+            "gunicorn": sum(tree_cpu_seconds(pid) for pid in self.gunicorns),
+            "nginx": tree_cpu_seconds(self.nginx),
             "postgres": tree_cpu_seconds(self.postmaster) if self.postmaster else 0.0,
             "client": usage.ru_utime + usage.ru_stime,
         }
@@ -294,7 +365,7 @@ class CpuMeter:
 # ---------------------------------------------------------------- load
 
 
-def wrk_command(service: Service, args: argparse.Namespace, *script_args: object) -> list[str]:
+def wrk_command(url: str, args: argparse.Namespace, *script_args: object) -> list[str]:
     return [
         "wrk",
         f"-t{args.threads}",
@@ -304,14 +375,14 @@ def wrk_command(service: Service, args: argparse.Namespace, *script_args: object
         "10s",
         "-s",
         str(BENCH / "scenario.lua"),
-        service.url,
+        url,
         "--",
         *map(str, script_args),
     ]
 
 
-def run_wrk(service: Service, args: argparse.Namespace, *script_args: object) -> dict:
-    command = wrk_command(service, args, *script_args)
+def run_wrk(url: str, args: argparse.Namespace, *script_args: object) -> dict:
+    command = wrk_command(url, args, *script_args)
     return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
 
 
@@ -330,39 +401,47 @@ def wrk_result(report: dict, cpu: dict[str, float]) -> Result:
         p99_ms=report["p99_us"] / 1000,
         statuses=statuses,
         cpu_ms=cpu,
+        cache=Counter(report["cache"]),
     )
 
 
 def wrk_scenario(
     name: str,
-    service: Service,
+    backend: Service | Floor,
     meter: CpuMeter,
     conn,
     args: argparse.Namespace,
     kind: str,
     event_ids: list[int],
+    url: str | None = None,
     profile_dir: Path | None = None,
 ) -> Result:
-    """Run wrk, let the queued requests finish, check the invariants, return the figures."""
+    """Run wrk against `url` (default: the backend itself), let the queued requests finish,
+    check the invariants, return the figures."""
     before_rows = booked_rows(conn, event_ids)
-    offset = service.log_size()
+    mark = backend.mark()
     cpu_before = meter.sample()
     tag = uuid.uuid4().hex[:8]
     if profile_dir:
-        recorders = profile.record(service.worker_pids()[0], max(1, args.duration - 1), profile_dir)
-    report = run_wrk(service, args, kind, event_ids[0], len(event_ids), tag)
+        recorders = profile.record(backend.worker_pids()[0], max(1, args.duration - 1), profile_dir)
+    report = run_wrk(url or backend.url, args, kind, event_ids[0], len(event_ids), tag)
     if profile_dir:
         print(f"  py-spy, one gunicorn worker during {name}:")
         for line in profile.report(recorders, profile_dir):
             print(f"    {line}")
-    service.wait_quiet()
+    served = backend.settle(mark)
     cpu = CpuMeter.per_request(cpu_before, meter.sample(), report["requests"])
-    served, _ = service.statuses_logged(offset)
     result = wrk_result(report, cpu)
     created = booked_rows(conn, event_ids) - before_rows
-    check_invariants(conn, name, created, served[201], "201s in the access log")
-    if result.statuses[201] > served[201]:
-        raise InvariantBroken(f"{name}: the client saw more 201s than the service sent")
+    if served is not None:
+        check_invariants(conn, name, created, served[201], "201s in the access log")
+        if result.statuses[201] > served[201]:
+            raise InvariantBroken(f"{name}: the client saw more 201s than the service sent")
+    else:
+        # No log to count in: the client's 201s, and at most one request per connection
+        # (more after a timeout) still unanswered when wrk stopped.
+        in_flight = args.connections + report["socket_errors"]
+        check_invariants(conn, name, created, result.statuses[201], "201s wrk saw", in_flight)
     return result
 
 
@@ -375,24 +454,23 @@ def side_by_side(
     measured side by side see the same background, so their ratio is the cleanest.
     """
     before = booked_rows(conn, events[0]) + booked_rows(conn, events[1])
-    offset = service.log_size()
+    mark = service.mark()
     cpu_before = meter.sample()
     half = argparse.Namespace(**vars(args))
     half.connections = args.connections // 2
     half.threads = max(1, args.threads // 2)
     loads = [
         subprocess.Popen(
-            wrk_command(service, half, "reserve", event[0], 1, uuid.uuid4().hex[:8]),
+            wrk_command(service.url, half, "reserve", event[0], 1, uuid.uuid4().hex[:8]),
             stdout=subprocess.PIPE,
             text=True,
         )
         for event in events
     ]
     reports = [parse_wrk(load.communicate()[0]) for load in loads]
-    service.wait_quiet()
+    served = service.settle(mark)
     requests = sum(report["requests"] for report in reports)
     cpu = CpuMeter.per_request(cpu_before, meter.sample(), requests)
-    served, _ = service.statuses_logged(offset)
     created = booked_rows(conn, events[0]) + booked_rows(conn, events[1]) - before
     check_invariants(conn, name, created, served[201], "201s in the access log")
     return [wrk_result(report, cpu) for report in reports]
@@ -424,13 +502,16 @@ def pgbench_scenario(
         database_url,
     ]
     cpu_before = meter.sample()
-    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=logdir).stdout
+    done = subprocess.run(command, capture_output=True, text=True, cwd=logdir)
+    if done.returncode:
+        raise RuntimeError(f"pgbench failed with {done.returncode}:\n{done.stderr}")
+    out = done.stdout
     latencies = sorted(
         int(line.split()[2]) for path in logdir.iterdir() for line in path.read_text().splitlines()
     )
     tps = float(next(line for line in out.splitlines() if line.startswith("tps")).split()[2])
     cpu = CpuMeter.per_request(cpu_before, meter.sample(), len(latencies))
-    cpu["gunicorn"] = 0.0  # the service is idle meanwhile
+    cpu["gunicorn"] = cpu["nginx"] = 0.0  # idle meanwhile
     created = booked_rows(conn, [event_id]) - before_rows
     check_invariants(conn, name, created, len(latencies), "pgbench transactions")
     return Result(
@@ -567,9 +648,17 @@ def print_plans(conn) -> None:
 
 SCENARIOS = [
     ("health", "GET /health: wrk + gunicorn ceiling"),
+    ("floor_health", "GET /health, floor"),
     ("a", "(a) hot event"),
+    ("floor_a", "(a) hot event, floor"),
     ("b", "(b) bookings over 1,000 events"),
+    ("floor_b", "(b) bookings over 1,000 events, floor"),
     ("c", "(c) availability reads"),
+    ("floor_c", "(c) availability reads, floor"),
+    ("nginx_c", "(c) through nginx"),
+    ("direct_c", "(c) direct, beside the nginx run"),
+    ("nginx_b", "(b) through nginx"),
+    ("direct_b", "(b) direct, beside the nginx run"),
     ("d", "(d) hot event, 90% full"),
     ("a2", "(a) side by side with (d), half the clients each"),
     ("d2", "(d) side by side with (a), half the clients each"),
@@ -579,13 +668,37 @@ SCENARIOS = [
     ("pg_w_busy", "the same, while wrk loads GET /health"),
 ]
 
+# (label, first side, second side, goal for first / second), each pair measured side by side.
+SERVICE_VS_FLOOR = [
+    ("GET /health", "health", "floor_health", 0.9),
+    ("availability reads over 1,000 events", "c", "floor_c", 0.9),
+    ("bookings over 1,000 events", "b", "floor_b", 0.9),
+    ("one hot event", "a", "floor_a", 0.9),
+]
+NGINX_VS_DIRECT = [
+    ("availability reads over 1,000 events", "nginx_c", "direct_c", 3.0),
+    ("bookings over 1,000 events", "nginx_b", "direct_b", 0.9),
+]
 
-def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[str, Result]:
+
+def one_run(
+    number: int,
+    service: Service,
+    floor: Floor,
+    nginx_url: str,
+    meter: CpuMeter,
+    conn,
+    database_url: str,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> dict[str, Result]:
     spread = create_events(conn, SPREAD_EVENTS, 1_000, f"spread {number}")
-    hot, full, hot2, full2, pg_hot, pg_full, pg_workers = (
+    floor_spread = create_events(conn, SPREAD_EVENTS, 1_000, f"floor spread {number}")
+    hot, floor_hot, full, hot2, full2, pg_hot, pg_full, pg_workers = (
         create_events(conn, 1, HOT_SEATS, f"{label} {number}")
         for label in (
             "hot",
+            "floor hot",
             "90% full",
             "hot side",
             "90% full side",
@@ -599,9 +712,23 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
     checkpoint(conn)
     workers = len(service.worker_pids())
 
-    def wrk(name: str, kind: str, events: list[int], profiled: bool = False) -> Callable:
+    def wrk(
+        name: str,
+        kind: str,
+        events: list[int],
+        backend: Service | Floor = service,
+        url: str | None = None,
+        profiled: bool = False,
+    ) -> Callable[[], Result]:
         profile_dir = workdir if profiled and args.profile and number == 1 else None
-        return lambda: wrk_scenario(name, service, meter, conn, args, kind, events, profile_dir)
+        return lambda: wrk_scenario(
+            name, backend, meter, conn, args, kind, events, url, profile_dir
+        )
+
+    def pair(*sides: tuple[str, Callable[[], Result]]) -> list[tuple[str, Callable]]:
+        """Two sides one right after the other: A B in odd runs, B A in even ones, so that
+        neither always runs first (after the same scenario, on a warmer or cooler machine)."""
+        return list(sides) if number % 2 else list(reversed(sides))
 
     def pgbench(name: str, event: list[int], clients: int) -> Callable[[], Result]:
         return lambda: pgbench_scenario(
@@ -613,7 +740,8 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
 
         def run() -> Result:
             load = subprocess.Popen(
-                wrk_command(service, args, "health", 1, 1, "load"), stdout=subprocess.DEVNULL
+                wrk_command(service.url, args, "health", 1, 1, "load"),
+                stdout=subprocess.DEVNULL,
             )
             try:
                 return scenario()
@@ -622,10 +750,7 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
 
         return run
 
-    empty = [
-        ("a", wrk("(a)", "reserve", hot, profiled=True)),
-        ("pg_a", pgbench("pgbench (a)", pg_hot, args.connections)),
-    ]
+    empty = [("pg_a", pgbench("pgbench (a)", pg_hot, args.connections))]
     filled = [
         ("d", wrk("(d)", "reserve", full)),
         ("pg_d", pgbench("pgbench (d)", pg_full, args.connections)),
@@ -634,7 +759,14 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
     # the ratios between them see the same background load and no order bias.
     hot_scenarios = empty + filled if number % 2 else filled + empty
     plan = [
-        ("health", wrk("health", "health", hot)),
+        *pair(
+            ("health", wrk("health", "health", hot)),
+            ("floor_health", wrk("floor health", "health", hot, floor)),
+        ),
+        *pair(
+            ("a", wrk("(a)", "reserve", hot, profiled=True)),
+            ("floor_a", wrk("floor (a)", "reserve", floor_hot, floor)),
+        ),
         *hot_scenarios,
         (
             "side",
@@ -648,17 +780,32 @@ def one_run(number, service, meter, conn, database_url, args, workdir) -> dict[s
         ),
         ("pg_w", pgbench("pgbench (workers)", pg_workers, workers)),
         ("pg_w_busy", beside_health_load(pgbench("pgbench (busy)", pg_workers, workers))),
-        ("b", wrk("(b)", "reserve", spread)),
-        ("c", wrk("(c)", "availability", spread)),
+        *pair(
+            ("b", wrk("(b)", "reserve", spread)),
+            ("floor_b", wrk("floor (b)", "reserve", floor_spread, floor)),
+        ),
+        *pair(
+            ("c", wrk("(c)", "availability", spread)),
+            ("floor_c", wrk("floor (c)", "availability", spread, floor)),
+        ),
+        *pair(
+            ("nginx_c", wrk("nginx (c)", "availability", spread, url=nginx_url)),
+            ("direct_c", wrk("direct (c)", "availability", spread)),
+        ),
+        *pair(
+            ("nginx_b", wrk("nginx (b)", "reserve", spread, url=nginx_url)),
+            ("direct_b", wrk("direct (b)", "reserve", spread)),
+        ),
     ]
     results = {}
     for key, run in plan:
         outcome = run()
         for name, r in outcome.items() if isinstance(outcome, dict) else [(key, outcome)]:
             results[name] = r
+            cache = f"  X-Cache-Status {dict(r.cache)}" if r.cache else ""
             print(
-                f"  run {number} {name:9} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.1f} ms  "
-                f"p99 {r.p99_ms:7.1f} ms  {dict(r.statuses)}",
+                f"  run {number} {name:12} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.1f} ms  "
+                f"p99 {r.p99_ms:7.1f} ms  {dict(r.statuses)}{cache}",
                 flush=True,
             )
     return results
@@ -672,22 +819,38 @@ def print_table(runs: list[dict[str, Result]]) -> None:
     print(f"Medians of {len(runs)} runs; status counts summed over the runs.")
     print()
     print(
-        "| scenario | req/s | p50 ms | p99 ms | statuses | CPU ms/req gunicorn / postgres / client |"
+        "| scenario | req/s | p50 ms | p99 ms | statuses"
+        " | CPU ms/req gunicorn / nginx / postgres / client |"
     )
     print("|---|--:|--:|--:|---|---|")
     for key, label in SCENARIOS:
         statuses: Counter = Counter()
         for run in runs:
             statuses.update(run[key].statuses)
+            statuses.update({f"X-Cache-Status {k}": n for k, n in run[key].cache.items()})
         cpu = " / ".join(
             f"{statistics.median(run[key].cpu_ms[part] for run in runs):.2f}"
-            for part in ("gunicorn", "postgres", "client")
+            for part in CpuMeter.PARTS
         )
         status_text = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items(), key=str))
         print(
             f"| {label} | {median(key, 'rps'):.0f} | {median(key, 'p50_ms'):.1f} "
             f"| {median(key, 'p99_ms'):.1f} | {status_text} | {cpu} |"
         )
+    for title, pairs in (
+        ("Service / floor", SERVICE_VS_FLOOR),
+        ("Through nginx / direct to gunicorn", NGINX_VS_DIRECT),
+    ):
+        print()
+        print(f"{title}, side by side: median ratio, goal; then each run's req/s and ratio:")
+        for label, first, second, goal in pairs:
+            values = [run[first].rps / run[second].rps for run in runs]
+            each = ", ".join(
+                f"{run[first].rps:.0f}/{run[second].rps:.0f}={value:.2f}"
+                for run, value in zip(runs, values, strict=True)
+            )
+            met = "met" if statistics.median(values) >= goal else "missed"
+            print(f"  {label:38} {statistics.median(values):5.2f}  (>= {goal:.1f} {met})  {each}")
     ratios = {
         "(a) / pgbench hot": [run["a"].rps / run["pg_a"].rps for run in runs],
         "(a) / pgbench hot, 1 per worker": [run["a"].rps / run["pg_w"].rps for run in runs],
@@ -709,8 +872,11 @@ def print_table(runs: list[dict[str, Result]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=4, help="an even number balances A B, B A")
     parser.add_argument("--duration", type=int, default=3, help="seconds per scenario")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 runs of 1 s: does it all work? (no figures)"
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads, pgbench jobs")
     parser.add_argument("--keep", action="store_true", help="keep the database and logs")
@@ -718,6 +884,8 @@ def main() -> None:
         "--profile", action="store_true", help="py-spy one worker during the first (a)"
     )
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.duration = 2, 1
 
     ensure_programs()
     if args.profile and not profile.py_spy():
@@ -729,7 +897,7 @@ def main() -> None:
     database_url = create_database(server, "booking_bench")
     name = urlsplit(database_url).path.lstrip("/")
     workdir = Path(tempfile.mkdtemp(prefix="booking-bench-"))
-    service = None
+    service = floor = nginx = None
     failed = True
     try:
         conn = connect(database_url)
@@ -741,16 +909,18 @@ def main() -> None:
             print(f"  {label:55} {trips:.2f}   ({shown}; new connections {connections})")
 
         service = Service(database_url, workdir / "gunicorn.log")
-        postmaster = _postmaster_pid(conn)
-        meter = CpuMeter(service, postmaster)
+        floor = Floor(database_url, workdir / "gunicorn-floor.log")
+        nginx = start_nginx(service.port)
+        meter = CpuMeter([service.proc.pid, floor.proc.pid], nginx.proc.pid, _postmaster_pid(conn))
         runs = [
-            one_run(n, service, meter, conn, database_url, args, workdir)
+            one_run(n, service, floor, nginx.url, meter, conn, database_url, args, workdir)
             for n in range(1, args.runs + 1)
         ]
         # Counted now, not at start-up: gunicorn forks its workers one after another.
         print(
-            f"\ngunicorn workers: {len(service.worker_pids())}; {args.connections} clients "
-            f"(wrk: {args.threads} threads) unless said; {args.duration} s per scenario"
+            f"\ngunicorn workers: {len(service.worker_pids())} (floor:"
+            f" {len(floor.worker_pids())}); {args.connections} clients (wrk: {args.threads}"
+            f" threads) unless said; {args.duration} s per scenario"
         )
         print_table(runs)
 
@@ -761,8 +931,9 @@ def main() -> None:
         print(f"\nINVARIANT BROKEN: {exc}", file=sys.stderr)
         sys.exit(1)
     finally:
-        if service:
-            service.stop()
+        for running in (nginx, floor, service):
+            if running:
+                running.stop()
         if args.keep or failed:
             print(f"\nkept: database {name}, logs in {workdir}", file=sys.stderr)
         else:

@@ -7,8 +7,9 @@
 -- TAG    a prefix that keeps this run's user ids apart from every other run's
 --
 -- Every booking has a distinct user id (tag, thread number, counter), so each request is a
--- real booking attempt. Status counts are gathered per thread and printed by done() as one
--- JSON line, next to wrk's own latency percentiles, for bench/run.py to parse.
+-- real booking attempt. Status counts, and the X-Cache-Status values when nginx sends them,
+-- are gathered per thread and printed by done() as one JSON line, next to wrk's own latency
+-- percentiles, for bench/run.py to parse.
 
 local threads = {}
 
@@ -24,6 +25,7 @@ function init(args)
     tag = args[4] or "bench"
     counter = 0
     statuses = {}
+    cache = {}
     math.randomseed(thread_number * 7919 + os.time())
 end
 
@@ -44,23 +46,32 @@ end
 
 function response(status, headers, body)
     statuses[status] = (statuses[status] or 0) + 1
+    local cache_status = headers["X-Cache-Status"]
+    if cache_status then
+        cache[cache_status] = (cache[cache_status] or 0) + 1
+    end
 end
 
-function done(summary, latency, requests)
+local function json_counts(key)
     local totals = {}
     for _, thread in ipairs(threads) do
-        for status, n in pairs(thread:get("statuses")) do
-            totals[status] = (totals[status] or 0) + n
+        for value, n in pairs(thread:get(key)) do
+            totals[value] = (totals[value] or 0) + n
         end
     end
     local parts = {}
-    for status, n in pairs(totals) do
-        table.insert(parts, string.format('"%d": %d', status, n))
+    for value, n in pairs(totals) do
+        table.insert(parts, string.format('"%s": %d', tostring(value), n))
     end
+    return "{" .. table.concat(parts, ", ") .. "}"
+end
+
+function done(summary, latency, requests)
     local errors = summary.errors
     io.write(string.format(
         'RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
-        '"socket_errors": %d, "statuses": {%s}}\n',
+        '"socket_errors": %d, "statuses": %s, "cache": %s}\n',
         summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-        errors.connect + errors.read + errors.write + errors.timeout, table.concat(parts, ", ")))
+        errors.connect + errors.read + errors.write + errors.timeout,
+        json_counts("statuses"), json_counts("cache")))
 end
