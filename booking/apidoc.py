@@ -55,6 +55,12 @@ def with_headers(response: dict, **headers: str) -> dict:
 INTERNAL_ERROR = error("Unexpected failure; details only in the log.", "internal_error")
 DB_UNAVAILABLE = error("PostgreSQL cannot be reached.", "db_unavailable")
 TOO_LARGE = error("The body is over the size limit.", "payload_too_large")
+# A cacheable read (booking.caching): its 200 carries these, and If-None-Match may get a 304.
+CACHE_HEADERS = {"Cache-Control": "CacheControl", "ETag": "ETag"}
+NOT_MODIFIED = {
+    "description": "The body the client holds (If-None-Match) is still current; no body.",
+    "headers": {name: ref("headers", component) for name, component in CACHE_HEADERS.items()},
+}
 INVALID = described(
     "Invalid input: `details` holds the messages of each field.",
     schemas.ValidationErrorSchema,
@@ -84,6 +90,7 @@ class Operation:
     tag: str = ""
     database: bool = True
     idempotent: bool = False
+    cacheable: bool = False
     parameters: list = field(default_factory=list)
     request_body: dict | None = None
     takes_query: bool = False
@@ -113,6 +120,10 @@ class Operation:
                 status: _replayable(response) if _is_business_outcome(status) else response
                 for status, response in responses.items()
             }
+        if self.cacheable:
+            parameters.append("IfNoneMatch")  # a component, by name
+            responses["200"] = with_headers(responses["200"], **CACHE_HEADERS)
+            responses["304"] = NOT_MODIFIED
         operation: dict = {"tags": [self.tag], "summary": self.summary}
         if securities:
             operation["security"] = [{security.name: []} for security in securities]
@@ -193,6 +204,15 @@ def idempotent(view: F) -> F:
 
     def record(operation: Operation) -> None:
         operation.idempotent = True
+
+    return _recording(record)(view)
+
+
+def cacheable(view: F) -> F:
+    """The view's 200 may be cached for a second and answers If-None-Match (booking.caching)."""
+
+    def record(operation: Operation) -> None:
+        operation.cacheable = True
 
     return _recording(record)(view)
 

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Response, jsonify
 
-from booking import apidoc, queries
+from booking import apidoc, caching, queries
 from booking.auth import admin_required
 from booking.db import Database, get_db
 from booking.errors import ApiError
@@ -42,9 +42,10 @@ def create_event(db: Database, name: str, total_seats: int) -> dict:
 @apidoc.doc("List events in id order (keyset pagination)", tag="events")
 @apidoc.query(EventListQuerySchema)
 @apidoc.response(200, "One page; `next_after` is null on the last.", EventListSchema)
+@apidoc.cacheable
 def index() -> Response:
     query = load_query(EventListQuerySchema())
-    return jsonify(list_events(get_db(), query["after"], query["limit"]))
+    return caching.cacheable(jsonify(list_events(get_db(), query["after"], query["limit"])))
 
 
 @bp.post("")
@@ -63,8 +64,9 @@ def create() -> tuple[Response, int, dict]:
 @apidoc.path_id("event_id", "event")
 @apidoc.response(200, "The event.", EventSchema)
 @apidoc.other_responses({404: apidoc.error("No such event.", "event_not_found")})
+@apidoc.cacheable
 def show(event_id: int) -> Response:
-    return jsonify(find_event(get_db(), event_id))
+    return caching.cacheable(jsonify(find_event(get_db(), event_id)))
 
 
 @bp.get("/<id:event_id>/availability")
@@ -72,6 +74,8 @@ def show(event_id: int) -> Response:
 @apidoc.path_id("event_id", "event")
 @apidoc.response(200, "The seats.", AvailabilitySchema)
 @apidoc.other_responses({404: apidoc.error("No such event.", "event_not_found")})
+@apidoc.cacheable
 def availability(event_id: int) -> Response:
     event = find_event(get_db(), event_id)
-    return jsonify({key: event[key] for key in ("event_id", "total_seats", "booked", "left")})
+    seats = {key: event[key] for key in ("event_id", "total_seats", "booked", "left")}
+    return caching.cacheable(jsonify(seats))

@@ -54,6 +54,14 @@ HEADERS = {
         "description": '`Bearer` without a token; `Bearer error="invalid_token"` for a bad one.',
         "schema": {"type": "string", "enum": ["Bearer", 'Bearer error="invalid_token"']},
     },
+    "CacheControl": {
+        "description": "Any cache may keep this body for a second; see ETag.",
+        "schema": {"type": "string", "enum": ["public, max-age=1"]},
+    },
+    "ETag": {
+        "description": "A strong tag of this exact body: it changes whenever the body does.",
+        "schema": {"type": "string", "pattern": r'^"[0-9a-f]{40}"$'},
+    },
 }
 
 DESCRIPTION = """\
@@ -137,6 +145,17 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 # Printable ASCII; no space at either end, as HTTP trims header values.
                 "pattern": r"^[!-~]([ -~]*[!-~])?$",
             },
+        },
+    )
+    spec.components.parameter(
+        "IfNoneMatch",
+        "header",
+        {
+            "name": "If-None-Match",
+            "required": False,
+            "description": "ETags of bodies the client holds, or *: when one is still"
+            " current the answer is 304 without a body.",
+            "schema": {"type": "string"},
         },
     )
     spec.components.response("NotFound", apidoc.error("No such route.", "not_found"))

@@ -1,0 +1,24 @@
+"""Reads a cache may keep for a second: Cache-Control, a strong ETag, 304 Not Modified.
+
+An event, its availability and the event list change with every booking, yet a reader can
+live with a second of staleness; nginx (deploy/nginx.conf) keeps them that long and answers
+the rest itself. A booking is always decided by PostgreSQL, never by a cache. The ETag is a
+hash of the exact body, so any change to the body (seats booked, a new event on the page)
+makes a new tag, and If-None-Match cannot get a 304 for a body that changed.
+"""
+
+from flask import Response, request
+
+MAX_AGE_S = 1
+
+
+def cacheable(response: Response) -> Response:
+    """Mark a 200 read cacheable for MAX_AGE_S; a 304 without a body when the client's
+    If-None-Match already holds this body (its tag, W/ its tag, or *)."""
+    response.cache_control.public = True
+    response.cache_control.max_age = MAX_AGE_S
+    response.add_etag()
+    etag, _weak = response.get_etag()
+    if request.if_none_match.contains_weak(etag):
+        response.status_code = 304  # werkzeug then sends no body and no Content-* headers
+    return response
