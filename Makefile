@@ -67,7 +67,7 @@ test: install ## Run the tests (real PostgreSQL, gunicorn, nginx, Redis where ne
 chaos: install ## The soak under faults, a few minutes (SOAK_SECONDS tunes it)
 	$(BIN)/pytest -m chaos
 
-bench: install ## Load test on a fresh database; see BENCHMARKS.md
+bench: install ## The service against its floor, nginx and pgbench, ~6 min (BENCH_ARGS=--quick: ~2)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install ## Check style and formatting with ruff
