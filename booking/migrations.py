@@ -2,8 +2,11 @@
 
 import logging
 from pathlib import Path
+from urllib.parse import urlencode
 
+import psycopg2.extensions
 from yoyo import get_backend, read_migrations
+from yoyo.backends.base import DatabaseBackend
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -11,9 +14,20 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 logging.getLogger("yoyo").setLevel(logging.WARNING)
 
 
+def _backend(database_url: str) -> DatabaseBackend:
+    """yoyo's backend for any URL libpq takes.
+
+    yoyo parses a URL for one host and port only, so a several-host URL
+    (postgresql://h1:p1,h2:p2/db?target_session_attrs=read-write) would not reach libpq
+    as written. libpq's own parse of it, passed on as query parameters, does: yoyo hands
+    those to psycopg2 unchanged.
+    """
+    return get_backend("postgresql:///?" + urlencode(psycopg2.extensions.parse_dsn(database_url)))
+
+
 def apply_migrations(database_url: str) -> int:
     """Apply the migrations not applied yet; return how many were."""
-    backend = get_backend(database_url)
+    backend = _backend(database_url)
     with backend.lock():
         pending = backend.to_apply(read_migrations(str(MIGRATIONS)))
         backend.apply_migrations(pending)
@@ -22,7 +36,7 @@ def apply_migrations(database_url: str) -> int:
 
 def rollback_migrations(database_url: str, count: int) -> list[str]:
     """Undo the `count` most recent migrations; return their names, newest first."""
-    backend = get_backend(database_url)
+    backend = _backend(database_url)
     with backend.lock():
         undone = backend.to_rollback(read_migrations(str(MIGRATIONS)))[:count]
         backend.rollback_migrations(undone)

@@ -1,0 +1,59 @@
+"""The operator commands on a several-host URL, as an HA pair is reached.
+
+libpq tries the hosts in order and keeps the first that accepts a read-write session; here
+the first host is a port nothing listens on, as after the loss of a primary, and the
+second is the test server.
+"""
+
+from urllib.parse import quote
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from support import free_port
+
+from booking import create_app
+from booking.config import Config
+from booking.db import create_database, drop_database
+from booking.migrations import rollback_migrations
+
+
+def several_hosts(url: str) -> str:
+    """url as postgresql://dead:port,host:port/db?target_session_attrs=read-write."""
+    dsn = psycopg2.extensions.parse_dsn(url)
+    # A Unix socket directory is a host too, written percent-encoded.
+    host = quote(dsn.get("host", "127.0.0.1"), safe="")
+    hosts = f"127.0.0.1:{free_port()},{host}:{dsn.get('port', '5432')}"
+    return f"postgresql://{dsn['user']}@{hosts}/{dsn['dbname']}?target_session_attrs=read-write"
+
+
+@pytest.fixture
+def multi_host_server(server_url):
+    return several_hosts(server_url)
+
+
+def run(url: str, *args: str) -> str:
+    result = create_app(Config(database_url=url)).test_cli_runner().invoke(args=list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_migrate_seed_and_purge_on_a_several_host_url(multi_host_server):
+    url = create_database(multi_host_server, "booking_multihost")
+    try:
+        rollback_migrations(url, 3)
+        assert "migrate: 3 applied" in run(url, "migrate")
+        assert "seed: 3 new events" in run(url, "seed")
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) "
+                "VALUES ('old', 'x', 201, '{}', now() - interval '2 days')"
+            )
+            cur.execute("SELECT count(*) FROM events")
+            assert cur.fetchone() == (3,)
+        conn.close()
+        assert "purged 1 expired" in run(url, "purge-idempotency-keys")
+    finally:
+        drop_database(multi_host_server, url)
