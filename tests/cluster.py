@@ -1,0 +1,485 @@
+"""Beyond one machine: an HA PostgreSQL pair under pg_auto_failover, and clients that book
+through every fault with their Idempotency-Keys and then check what the database holds.
+
+The pair is private: a monitor and two nodes, each its own data directory under one
+temporary directory and its own port on 127.0.0.1, run by pg_autoctl (Debian's
+pg-auto-failover-cli and postgresql-15-auto-failover) as the user `postgres` when the test
+runs as root. The machine's own PostgreSQL is never touched.
+"""
+
+import contextlib
+import glob
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import requests
+from conftest import free_port, skip_or_fail
+
+RESERVE = "/api/bookings/reserve"
+# The user PostgreSQL runs as when the tests run as root (initdb refuses root).
+POSTGRES_USER = "postgres"
+# What a client may be told while a host is down; anything else 5xx is a failure.
+UNAVAILABLE = [{"error": "db_unavailable"}, {"error": "upstream_unavailable"}]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll until condition() is truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def sql(url: str, query: str, params: object = None) -> list[tuple]:
+    conn = psycopg2.connect(url, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def postgres_bindir() -> Path:
+    """The PostgreSQL whose server has the pgautofailover extension installed."""
+    if shutil.which("pg_autoctl") is None:
+        skip_or_fail("pg_autoctl is not installed (apt-get install pg-auto-failover-cli)")
+    controls = sorted(glob.glob("/usr/share/postgresql/*/extension/pgautofailover.control"))
+    if not controls:
+        skip_or_fail("no pgautofailover extension (apt-get install postgresql-15-auto-failover)")
+    version = Path(controls[-1]).parts[-3]
+    return Path(f"/usr/lib/postgresql/{version}/bin")
+
+
+def kill_outright(pids: list[int]) -> None:
+    """Stop every process at once, then kill them: none gets to act on the others' death."""
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+class PgAutoFailover:
+    """A monitor and two PostgreSQL nodes, "a" and "b", managed by pg_autoctl."""
+
+    NODES = ("a", "b")
+
+    def __init__(self) -> None:
+        self.bindir = postgres_bindir()
+        # Short, for the Unix sockets that live in it; ours, not pytest's numbered ones.
+        self.dir = Path(tempfile.mkdtemp(prefix="booking-ha-"))
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.dir, POSTGRES_USER, POSTGRES_USER)
+        self.ports = {name: free_port() for name in ("monitor", *self.NODES)}
+        self.monitor_url = f"postgresql://autoctl_node@127.0.0.1:{self.ports['monitor']}"
+        self.monitor_url += "/pg_auto_failover"
+        hosts = ",".join(f"127.0.0.1:{self.ports[name]}" for name in self.NODES)
+        # What the service is given: libpq tries both and keeps the one that takes writes.
+        self.url = f"postgresql://postgres@{hosts}/booking?target_session_attrs=read-write"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def node_url(self, name: str, database: str = "booking") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.ports[name]}/{database}"
+
+    # --- running pg_autoctl -------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        d = str(self.dir)
+        return {
+            "PATH": f"{self.bindir}:{os.environ['PATH']}",
+            "HOME": d,
+            "XDG_CONFIG_HOME": f"{d}/config",
+            "XDG_DATA_HOME": f"{d}/share",
+            "XDG_RUNTIME_DIR": f"{d}/run",
+            # pg_autoctl reaches its local PostgreSQL through the socket in our directory.
+            "PGHOST": d,
+            "PGUSER": "postgres",
+            "LANG": "C.UTF-8",
+        }
+
+    def _run(self, *args: str) -> None:
+        user = POSTGRES_USER if self.as_root else None
+        result = subprocess.run(
+            args, cwd=self.dir, env=self._env(), user=user, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+
+    def _spawn(self, name: str, *args: str) -> None:
+        """A long-running pg_autoctl, in a process group of its own: its "host"."""
+        log = open(self.dir / f"{name}.log", "a")  # noqa: SIM115 - the child holds it
+        self.procs[name] = subprocess.Popen(
+            ["pg_autoctl", *args],
+            cwd=self.dir,
+            env=self._env(),
+            user=POSTGRES_USER if self.as_root else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def _initdb(self, name: str) -> None:
+        """initdb ourselves, so that sockets and memory are ours before the first start."""
+        pgdata = self.dir / name
+        self._run(str(self.bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust")
+        with open(pgdata / "postgresql.conf", "a") as conf:
+            conf.write(
+                f"unix_socket_directories = '{self.dir}'\n"
+                "listen_addresses = '127.0.0.1'\n"
+                # pg_autoctl would size it to a quarter of this machine's memory.
+                "shared_buffers = 128MB\n"
+                # A standby's base backup starts after a checkpoint: not spread over minutes.
+                "checkpoint_completion_target = 0\n"
+            )
+
+    def start(self) -> None:
+        common = ["--auth", "trust", "--no-ssl", "--hostname", "127.0.0.1"]
+        common += ["--listen", "127.0.0.1", "--pgctl", str(self.bindir / "pg_ctl")]
+        self._initdb("monitor")
+        self._run(
+            "pg_autoctl", "create", "monitor", "--pgdata", str(self.dir / "monitor"),
+            "--pgport", str(self.ports["monitor"]), *common,
+        )  # fmt: skip
+        self._spawn("monitor", "run", "--pgdata", str(self.dir / "monitor"))
+        wait_until(self._monitor_answers, 60, "the monitor")
+        self._initdb("a")
+        for name in self.NODES:  # "b" is made a standby by a base backup of "a"
+            self._spawn(
+                name, "create", "postgres", "--run", "--pgdata", str(self.dir / name),
+                "--pgport", str(self.ports[name]), "--name", name, "--dbname", "booking",
+                "--username", "postgres", "--monitor", self.monitor_url, *common,
+            )  # fmt: skip
+            wait_until(lambda n=name: n in self.states(), 60, f"node {name} to register")
+        self.wait_for_states({"a": "primary", "b": "secondary"})
+
+    # --- the monitor's view -------------------------------------------------------------
+
+    def _monitor_answers(self) -> bool:
+        try:
+            return bool(sql(self.monitor_url, "SELECT 1"))
+        except psycopg2.OperationalError:
+            return False
+
+    def states(self) -> dict[str, tuple[str, str]]:
+        """node name -> (reported state, goal state), as the monitor has them."""
+        rows = sql(
+            self.monitor_url, "SELECT nodename, reportedstate, goalstate FROM pgautofailover.node"
+        )
+        return {name: (reported, goal) for name, reported, goal in rows}
+
+    def wait_for_states(self, wanted: dict[str, str], timeout: float = 180) -> None:
+        """Until each node has reached the state wanted and is assigned no other."""
+
+        def reached() -> bool:
+            states = self.states()
+            return all(states.get(name) == (state, state) for name, state in wanted.items())
+
+        try:
+            wait_until(reached, timeout, f"states {wanted}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; monitor says {self.states()}") from None
+
+    def primary(self) -> str:
+        (name,) = [n for n, (reported, _) in self.states().items() if reported == "primary"]
+        return name
+
+    def synchronous_standbys(self, name: str) -> list[tuple[str, str]]:
+        """(setting, sync_state of each standby) on node `name`."""
+        (setting,) = sql(self.node_url(name), "SHOW synchronous_standby_names")[0]
+        states = sql(self.node_url(name), "SELECT sync_state FROM pg_stat_replication")
+        return [setting, *(state for (state,) in states)]
+
+    # --- faults -------------------------------------------------------------------------
+
+    def host_pids(self, name: str) -> list[int]:
+        """pg_autoctl and its services, the postmaster, and every PostgreSQL process.
+
+        PostgreSQL's children start sessions of their own, so they are found through the
+        postmaster rather than the process group.
+        """
+        group = subprocess.run(
+            ["pgrep", "-g", str(self.procs[name].pid)], capture_output=True, text=True
+        )
+        pids = [int(p) for p in group.stdout.split()]
+        pid_file = self.dir / name / "postmaster.pid"
+        if pid_file.exists():
+            postmaster = int(pid_file.read_text().split()[0])
+            pids += [postmaster, *children(postmaster)]
+        return sorted(set(pids))
+
+    def kill_host(self, name: str) -> float:
+        """The node's machine is gone: its manager and PostgreSQL die at the same instant.
+
+        Returns the time.monotonic() of the kill.
+        """
+        kill_outright(self.host_pids(name))
+        killed_at = time.monotonic()
+        self.procs[name].wait(timeout=30)
+        return killed_at
+
+    def restart(self, name: str) -> None:
+        """The node's machine is back: pg_autoctl starts, and the monitor tells it its role."""
+        self._spawn(name, "run", "--pgdata", str(self.dir / name))
+
+    def close(self) -> None:
+        """Stop every node, then the monitor; kill what does not stop; remove everything."""
+        for name in [*self.NODES, "monitor"]:
+            proc = self.procs.get(name)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)  # pg_autoctl stops its PostgreSQL (fast)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                kill_outright(self.host_pids(name))
+                proc.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n" + "\n".join(path.read_text().splitlines()[-40:])
+            for path in sorted(self.dir.glob("*.log"))
+        )
+
+
+# --- clients ---------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    sent: float  # time.monotonic()
+    answered: float
+    status: int | None  # None: no HTTP answer at all
+    body: dict | None
+    replayed: bool
+    raw: bytes = b""
+
+
+@dataclass
+class Booking:
+    event_id: int
+    user_id: str
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> Attempt | None:
+        """The business answer: not a 5xx, and not "the key is still in flight"."""
+        done = [a for a in self.attempts if is_outcome(a)]
+        return done[-1] if done else None
+
+
+def is_outcome(attempt: Attempt) -> bool:
+    return (
+        attempt.status is not None
+        and attempt.status < 500
+        and attempt.body != {"error": "idempotency_key_in_flight"}
+    )
+
+
+class Load:
+    """Client threads booking seats, each retrying its booking with the same key (after a
+    short back-off) until it has a business answer, then moving on to the next one."""
+
+    BACKOFF_S = 0.2
+    GIVE_UP_S = 300
+    TIMEOUT_S = 30
+
+    def __init__(self, url: str, event_ids: list[int], clients: int, seed: int = 13) -> None:
+        self.url = url
+        self.event_ids = event_ids
+        self.seed = seed
+        self.lock = threading.Lock()
+        self.bookings: list[Booking] = []
+        self.violations: list[str] = []
+        self.stop_flag = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(clients)
+        ]
+
+    def __enter__(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Let every client finish (retry to an answer) the booking in hand."""
+        self.stop_flag.set()
+        for thread in self.threads:
+            thread.join(timeout=self.GIVE_UP_S + self.TIMEOUT_S)
+
+    def violation(self, message: str) -> None:
+        with self.lock:
+            self.violations.append(message)
+
+    def _client(self, n: int) -> None:
+        rng = random.Random(self.seed * 1000 + n)
+        try:
+            with requests.Session() as session:
+                while not self.stop_flag.is_set():
+                    # A small pool of users per client: some bookings are repeats (409).
+                    booking = Booking(rng.choice(self.event_ids), f"c{n}-u{rng.randrange(300)}")
+                    with self.lock:
+                        self.bookings.append(booking)
+                    self._settle(session, booking)
+        except Exception as exc:  # a client that dies would silently stop checking
+            self.violation(f"client {n} crashed: {exc!r}")
+            raise
+
+    def _settle(self, session: requests.Session, booking: Booking) -> None:
+        give_up = time.monotonic() + self.GIVE_UP_S
+        while True:
+            attempt = self._send(session, booking)
+            if is_outcome(attempt):
+                return
+            if time.monotonic() > give_up:
+                self.violation(f"no answer for {booking}")
+                return
+            time.sleep(self.BACKOFF_S)
+
+    def _send(self, session: requests.Session, booking: Booking) -> Attempt:
+        sent = time.monotonic()
+        try:
+            response = session.post(
+                self.url + RESERVE,
+                json={"event_id": booking.event_id, "user_id": booking.user_id},
+                headers={"Idempotency-Key": booking.key},
+                timeout=self.TIMEOUT_S,
+            )
+        except requests.RequestException as exc:
+            self.violation(f"no HTTP answer for {booking.key}: {exc!r}")
+            attempt = Attempt(sent, time.monotonic(), None, None, False)
+        else:
+            attempt = self._check(booking, sent, response)
+        with self.lock:
+            booking.attempts.append(attempt)
+        return attempt
+
+    def _check(self, booking: Booking, sent: float, response: requests.Response) -> Attempt:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        status = response.status_code
+        if status >= 500 and not (status == 503 and body in UNAVAILABLE):
+            self.violation(f"{status} {response.text[:200]!r} for {booking.key}")
+        elif status < 500 and status not in (201, 409):
+            self.violation(f"unexpected {status} {body} for {booking.key}")
+        replayed = response.headers.get("Idempotent-Replayed") == "true"
+        attempt = Attempt(sent, time.monotonic(), status, body, replayed, response.content)
+        previous = booking.outcome
+        if previous is not None and is_outcome(attempt):
+            self.violation(f"key {booking.key} answered twice: {previous}, {attempt}")
+        return attempt
+
+    # --- figures ------------------------------------------------------------------------
+
+    def attempts(self) -> list[Attempt]:
+        with self.lock:
+            return [a for b in self.bookings for a in b.attempts]
+
+    def booked_since(self, since: float) -> int:
+        """201s for requests sent after `since`."""
+        return sum(1 for a in self.attempts() if a.status == 201 and a.sent > since)
+
+    def outage(self, since: float) -> dict[str, object]:
+        """From `since` (the kill) to the first 201 for a request sent after it."""
+        attempts = self.attempts()
+        first = min(a.answered for a in attempts if a.status == 201 and a.sent > since)
+        return {
+            "seconds_to_first_201": round(first - since, 1),
+            "answered_503": sum(
+                1 for a in attempts if a.status == 503 and since < a.answered < first
+            ),
+        }
+
+    def statuses(self) -> Counter:
+        return Counter(a.status for a in self.attempts())
+
+
+def check_bookings(database_url: str, load: Load, event_ids: list[int]) -> list[str]:
+    """Every 201 is a row, every row a 201 (or its replay); no event over capacity; no user
+    twice on an event; every request ended with an answer."""
+    problems = list(load.violations)
+    told: dict[int, tuple[int, str]] = {}
+    for booking in load.bookings:
+        outcome = booking.outcome
+        if outcome is None:
+            problems.append(f"never answered: {booking}")
+        elif outcome.status == 201:
+            if outcome.body["booking_id"] in told:
+                problems.append(f"booking {outcome.body['booking_id']} told to two keys")
+            told[outcome.body["booking_id"]] = (booking.event_id, booking.user_id)
+        if sum(1 for a in booking.attempts if is_outcome(a) and not a.replayed) > 1:
+            problems.append(f"key {booking.key} ran twice")
+    rows = sql(
+        database_url,
+        "SELECT id, event_id, user_id FROM bookings WHERE event_id = ANY(%s)",
+        (event_ids,),
+    )
+    stored = {booking_id: (event_id, user_id) for booking_id, event_id, user_id in rows}
+    if stored != told:
+        lost = sorted(set(told) - set(stored))
+        phantom = sorted(set(stored) - set(told))
+        problems.append(f"database differs from clients: lost {lost}, phantom {phantom}")
+    problems += [
+        f"event {event_id}: {total} seats, counter {booked}, {count} rows"
+        for event_id, total, booked, count in sql(
+            database_url,
+            """
+            SELECT e.id, e.total_seats, s.booked,
+                   (SELECT count(*) FROM bookings b WHERE b.event_id = e.id)
+            FROM events e JOIN event_seats s ON s.event_id = e.id WHERE e.id = ANY(%s)
+            """,
+            (event_ids,),
+        )
+        if not booked == count <= total
+    ]
+    problems += [
+        f"user {user_id} holds {n} seats for event {event_id}"
+        for event_id, user_id, n in sql(
+            database_url,
+            "SELECT event_id, user_id, count(*) FROM bookings WHERE event_id = ANY(%s) "
+            "GROUP BY 1, 2 HAVING count(*) > 1",
+            (event_ids,),
+        )
+    ]
+    return problems
+
+
+def make_events(database_url: str, *seats: int) -> list[int]:
+    return [
+        sql(
+            database_url,
+            "INSERT INTO events (name, total_seats) VALUES ('ha', %s) RETURNING id",
+            (n,),
+        )[0][0]
+        for n in seats
+    ]

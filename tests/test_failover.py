@@ -1,0 +1,117 @@
+"""The database host dies under a load of bookings, and pg_auto_failover promotes the
+standby: nothing the clients were told is lost, nothing is booked twice.
+
+The service reaches the pair through one several-host URL with
+target_session_attrs=read-write, and finds the new primary by itself. Synchronous
+replication means a 201 is only sent once the standby has the booking. The old primary
+then comes back, rejoins as a standby (pg_autoctl rewinds it), and the pair fails over
+the other way under the same checks. A few minutes: `make chaos`.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from cluster import Load, PgAutoFailover, check_bookings, make_events, sql, wait_until
+from conftest import ROOT
+from faults import report
+
+pytestmark = pytest.mark.chaos
+
+CLIENTS = 8
+WORKERS = 4
+# Enough bookings on each side of the kill to see the service before and after it.
+BOOKINGS_BEFORE = 100
+BOOKINGS_AFTER = 100
+# Ten roomy events and one that sells out during the run.
+SEATS = [1000] * 10 + [40]
+
+
+@pytest.fixture(scope="module")
+def ha():
+    cluster = PgAutoFailover()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def flask(database_url: str, *args: str) -> str:
+    """An operator command, run as an operator runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def serving_node(ha: PgAutoFailover) -> str:
+    """The node the service's URL reaches now."""
+    (port,) = sql(ha.url, "SELECT inet_server_port()")[0]
+    return next(name for name in ha.NODES if ha.ports[name] == port)
+
+
+def fail_over(ha: PgAutoFailover, url: str, old: str, new: str) -> dict[str, object]:
+    assert serving_node(ha) == old
+    setting, *standbys = ha.synchronous_standbys(old)
+    assert setting and standbys == ["quorum"], (setting, standbys)  # ANY 1 (<standby>)
+    event_ids = make_events(ha.url, *SEATS)
+    with Load(url, event_ids, CLIENTS) as load:
+        wait_until(lambda: load.booked_since(0) >= BOOKINGS_BEFORE, 120, "bookings")
+        killed_at = ha.kill_host(old)
+        wait_until(
+            lambda: load.booked_since(killed_at) >= BOOKINGS_AFTER,
+            300,
+            f"bookings after the kill; monitor: {ha.states()}",
+        )
+    figures = load.outage(killed_at)
+    assert serving_node(ha) == new
+    problems = check_bookings(ha.url, load, event_ids)
+    assert not problems, problems[:20]
+
+    ha.restart(old)
+    ha.wait_for_states({new: "primary", old: "secondary"})
+    bookings = "SELECT id FROM bookings WHERE event_id = ANY(%s) ORDER BY id"
+    wait_until(
+        lambda: (
+            sql(ha.node_url(old), bookings, (event_ids,)) == sql(ha.url, bookings, (event_ids,))
+        ),
+        60,
+        "the rejoined standby to hold every booking",
+    )
+    statuses = load.statuses()
+    return {
+        **figures,
+        "bookings": len(load.bookings),
+        "answered_201": statuses[201],
+        "answered_409": statuses[409],
+        "answered_503_total": statuses[503],
+    }
+
+
+def test_failover_under_load_both_ways(ha, start_gunicorn):
+    assert "migrations applied" in flask(ha.url, "migrate")
+    assert "seeded 3 events" in flask(ha.url, "seed")
+    assert "purged 0 expired" in flask(ha.url, "purge-idempotency-keys")
+    server = start_gunicorn(
+        env={
+            "DATABASE_URL": ha.url,
+            "DB_CONNECT_TIMEOUT_S": "2",
+            "DB_STATEMENT_TIMEOUT_MS": "1500",
+        },
+        workers=WORKERS,
+    )
+    for old, new in [("a", "b"), ("b", "a")]:
+        try:
+            figures = fail_over(ha, server.url, old, new)
+        except AssertionError:
+            print(ha.logs())
+            raise
+        report(f"failover {old}->{new}", clients=CLIENTS, **figures)
