@@ -413,11 +413,17 @@ class Load:
         """From `since` (the kill) to the first 201 for a request sent after it."""
         attempts = self.attempts()
         first = min(a.answered for a in attempts if a.status == 201 and a.sent > since)
+        with self.lock:
+            failed = [b for b in self.bookings if any(a.status == 503 for a in b.attempts)]
         return {
             "seconds_to_first_201": round(first - since, 1),
             "answered_503": sum(
                 1 for a in attempts if a.status == 503 and since < a.answered < first
             ),
+            # Bookings that saw a 503, and those of them that had in fact committed: their
+            # retry replayed the 201.
+            "bookings_retried": len(failed),
+            "replayed_after_503": sum(1 for b in failed if b.outcome and b.outcome.replayed),
         }
 
     def statuses(self) -> Counter:
