@@ -19,31 +19,18 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
 import requests
-from conftest import free_port, skip_or_fail
+from support import ROOT, free_port, session_from, skip_or_fail, wait_for
 
 RESERVE = "/api/bookings/reserve"
 # The user PostgreSQL runs as when the tests run as root (initdb refuses root).
 POSTGRES_USER = "postgres"
 # What a client may be told while a host is down; anything else 5xx is a failure.
 UNAVAILABLE = [{"error": "db_unavailable"}, {"error": "upstream_unavailable"}]
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll until condition() is truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def sql(url: str, query: str, params: object = None) -> list[tuple]:
@@ -165,7 +152,7 @@ class PgAutoFailover:
             "--pgport", str(self.ports["monitor"]), *common,
         )  # fmt: skip
         self._spawn("monitor", "run", "--pgdata", str(self.dir / "monitor"))
-        wait_until(self._monitor_answers, 60, "the monitor")
+        wait_for(self._monitor_answers, "the monitor", 60)
         self._initdb("a")
         for name in self.NODES:  # "b" is made a standby by a base backup of "a"
             self._spawn(
@@ -173,7 +160,7 @@ class PgAutoFailover:
                 "--pgport", str(self.ports[name]), "--name", name, "--dbname", "booking",
                 "--username", "postgres", "--monitor", self.monitor_url, *common,
             )  # fmt: skip
-            wait_until(lambda n=name: n in self.states(), 60, f"node {name} to register")
+            wait_for(lambda n=name: n in self.states(), f"node {name} to register", 60)
         self.wait_for_states({"a": "primary", "b": "secondary"})
 
     # --- the monitor's view -------------------------------------------------------------
@@ -199,7 +186,7 @@ class PgAutoFailover:
             return all(states.get(name) == (state, state) for name, state in wanted.items())
 
         try:
-            wait_until(reached, timeout, f"states {wanted}")
+            wait_for(reached, f"states {wanted}", timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; monitor says {self.states()}") from None
 
@@ -271,6 +258,7 @@ class PgAutoFailover:
 
 @dataclass
 class Attempt:
+    request_id: str
     sent: float  # time.monotonic()
     answered: float
     status: int | None  # None: no HTTP answer at all
@@ -309,10 +297,13 @@ class Load:
     GIVE_UP_S = 300
     TIMEOUT_S = 30
 
-    def __init__(self, url: str, event_ids: list[int], clients: int, seed: int = 13) -> None:
+    def __init__(
+        self, url: str, event_ids: list[int], clients: int, sources: list[str] | None = None
+    ) -> None:
         self.url = url
+        # Each client's own address, when the test made some (else the system picks).
+        self.sources = sources
         self.event_ids = event_ids
-        self.seed = seed
         self.lock = threading.Lock()
         self.bookings: list[Booking] = []
         self.violations: list[str] = []
@@ -340,9 +331,10 @@ class Load:
             self.violations.append(message)
 
     def _client(self, n: int) -> None:
-        rng = random.Random(self.seed * 1000 + n)
+        rng = random.Random(n)
         try:
-            with requests.Session() as session:
+            session = session_from(self.sources[n]) if self.sources else requests.Session()
+            with session:
                 while not self.stop_flag.is_set():
                     # A small pool of users per client: some bookings are repeats (409).
                     booking = Booking(rng.choice(self.event_ids), f"c{n}-u{rng.randrange(300)}")
@@ -365,24 +357,27 @@ class Load:
             time.sleep(self.BACKOFF_S)
 
     def _send(self, session: requests.Session, booking: Booking) -> Attempt:
+        request_id = f"{booking.key}-{len(booking.attempts)}"
         sent = time.monotonic()
         try:
             response = session.post(
                 self.url + RESERVE,
                 json={"event_id": booking.event_id, "user_id": booking.user_id},
-                headers={"Idempotency-Key": booking.key},
+                headers={"Idempotency-Key": booking.key, "X-Request-ID": request_id},
                 timeout=self.TIMEOUT_S,
             )
         except requests.RequestException as exc:
             self.violation(f"no HTTP answer for {booking.key}: {exc!r}")
-            attempt = Attempt(sent, time.monotonic(), None, None, False)
+            attempt = Attempt(request_id, sent, time.monotonic(), None, None, False)
         else:
-            attempt = self._check(booking, sent, response)
+            attempt = self._check(booking, request_id, sent, response)
         with self.lock:
             booking.attempts.append(attempt)
         return attempt
 
-    def _check(self, booking: Booking, sent: float, response: requests.Response) -> Attempt:
+    def _check(
+        self, booking: Booking, request_id: str, sent: float, response: requests.Response
+    ) -> Attempt:
         try:
             body = response.json()
         except ValueError:
@@ -393,7 +388,9 @@ class Load:
         elif status < 500 and status not in (201, 409):
             self.violation(f"unexpected {status} {body} for {booking.key}")
         replayed = response.headers.get("Idempotent-Replayed") == "true"
-        attempt = Attempt(sent, time.monotonic(), status, body, replayed, response.content)
+        attempt = Attempt(
+            request_id, sent, time.monotonic(), status, body, replayed, response.content
+        )
         previous = booking.outcome
         if previous is not None and is_outcome(attempt):
             self.violation(f"key {booking.key} answered twice: {previous}, {attempt}")
@@ -489,3 +486,132 @@ def make_events(database_url: str, *seats: int) -> list[int]:
         )[0][0]
         for n in seats
     ]
+
+
+# --- hosts of our own: network namespaces on one bridge --------------------------------
+
+
+def require_root_and_netns() -> None:
+    if os.geteuid() != 0:
+        skip_or_fail("building hosts with `ip netns` needs root")
+    if shutil.which("ip") is None:
+        skip_or_fail("`ip` is not installed (apt-get install iproute2)")
+
+
+def postgres_server_bindir() -> Path:
+    servers = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if not servers:
+        skip_or_fail("no PostgreSQL server (apt-get install postgresql-15)")
+    return Path(servers[-1]).parent
+
+
+def ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    assert result.returncode == 0, f"ip {' '.join(args)}: {result.stderr}"
+
+
+class Network:
+    """Hosts as network namespaces, each with one address on a bridge of our own; the
+    test process joins that bridge as the client (10.213.<n>.1).
+
+    Everything is named after <n>, picked from the process id so that concurrent runs
+    do not meet: namespaces bk<n>-<host>, the client's link bk<n>-client.
+    """
+
+    def __init__(self, hosts: dict[str, int]) -> None:
+        require_root_and_netns()
+        self.n = 20 + os.getpid() % 200
+        self.subnet = f"10.213.{self.n}"
+        self.address = {name: f"{self.subnet}.{last}" for name, last in hosts.items()}
+        self.client_address = f"{self.subnet}.1"
+        self.switch = f"bk{self.n}-switch"
+        self.client_link = f"bk{self.n}-client"
+        self.namespaces: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+        self.dir = Path(tempfile.mkdtemp(prefix="booking-hosts-"))
+        self.dir.chmod(0o755)
+
+    def ns(self, host: str) -> str:
+        return f"bk{self.n}-{host}"
+
+    def _add_namespace(self, name: str) -> None:
+        ip("netns", "add", name)
+        self.namespaces.append(name)
+        ip("-n", name, "link", "set", "lo", "up")
+
+    def build(self) -> None:
+        self._add_namespace(self.switch)
+        ip("-n", self.switch, "link", "add", "name", "br0", "type", "bridge")
+        ip("-n", self.switch, "link", "set", "br0", "up")
+        for host, address in self.address.items():
+            self._add_namespace(self.ns(host))
+            ip("-n", self.ns(host), "link", "add", "name", "eth0", "type", "veth",
+               "peer", "name", host, "netns", self.switch)  # fmt: skip
+            ip("-n", self.ns(host), "addr", "add", f"{address}/24", "dev", "eth0")
+            ip("-n", self.ns(host), "link", "set", "eth0", "up")
+            self._plug(host)
+        ip("link", "add", "name", self.client_link, "type", "veth",
+           "peer", "name", "client", "netns", self.switch)  # fmt: skip
+        ip("addr", "add", f"{self.client_address}/24", "dev", self.client_link)
+        ip("link", "set", self.client_link, "up")
+        self._plug("client")
+
+    def add_client_addresses(self, count: int) -> list[str]:
+        """More addresses for the client, one per client thread: 10.213.<n>.100 on."""
+        addresses = [f"{self.subnet}.{100 + i}" for i in range(count)]
+        for address in addresses:
+            ip("addr", "add", f"{address}/24", "dev", self.client_link)
+        return addresses
+
+    def _plug(self, port: str) -> None:
+        ip("-n", self.switch, "link", "set", port, "master", "br0")
+        ip("-n", self.switch, "link", "set", port, "up")
+
+    def spawn(
+        self, host: str, args: list[str], log: Path, env: dict | None = None, user: str = ""
+    ) -> subprocess.Popen:
+        """A program on a host, in a process group of its own."""
+        prefix = ["ip", "netns", "exec", self.ns(host)]
+        if user:
+            prefix += ["runuser", "-u", user, "--"]
+        with open(log, "a") as out:
+            proc = subprocess.Popen(
+                [*prefix, *args],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        """The program and every process of its group die at once."""
+        group = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True)
+        kill_outright([proc.pid, *(int(p) for p in group.stdout.split())])
+        proc.wait(timeout=30)
+
+    def close(self) -> None:
+        """Every process we started, every process left in our namespaces, the namespaces
+        and the client's link: gone, whatever state the test left them in."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                self.kill(proc)
+        for name in self.namespaces:
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+            kill_outright([int(p) for p in pids.stdout.split()])
+        subprocess.run(["ip", "link", "del", self.client_link], capture_output=True)
+        for name in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def leftovers(self) -> list[str]:
+        """What of ours is still there (nothing, after close())."""
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        found = [line.split()[0] for line in names.splitlines() if line.startswith(f"bk{self.n}-")]
+        link = subprocess.run(["ip", "link", "show", self.client_link], capture_output=True)
+        if link.returncode == 0:
+            found.append(self.client_link)
+        return found + [str(p.pid) for p in self.procs if p.poll() is None]

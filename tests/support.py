@@ -270,7 +270,7 @@ def render_nginx_site(upstream_port: int, listen_port: int, log_dir: Path) -> st
         r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen 127.0.0.1:{listen_port};", site
     )
     site, upstreams = re.subn(
-        r"server 127\.0\.0\.1:3000;", f"server 127.0.0.1:{upstream_port};", site
+        r"server 127\.0\.0\.1:3000\b", f"server 127.0.0.1:{upstream_port}", site
     )
     assert (listens, upstreams) == (1, 1), "deploy/nginx.conf no longer has the lines we patch"
     return site.replace("/var/log/nginx/", f"{log_dir}/")

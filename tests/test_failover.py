@@ -13,9 +13,8 @@ import subprocess
 import sys
 
 import pytest
-from cluster import Load, PgAutoFailover, check_bookings, make_events, sql, wait_until
-from conftest import ROOT
-from faults import report
+from cluster import Load, PgAutoFailover, check_bookings, make_events, sql
+from support import ROOT, report, wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -64,12 +63,12 @@ def fail_over(ha: PgAutoFailover, url: str, old: str, new: str) -> dict[str, obj
     assert setting and standbys == ["quorum"], (setting, standbys)  # ANY 1 (<standby>)
     event_ids = make_events(ha.url, *SEATS)
     with Load(url, event_ids, CLIENTS) as load:
-        wait_until(lambda: load.booked_since(0) >= BOOKINGS_BEFORE, 120, "bookings")
+        wait_for(lambda: load.booked_since(0) >= BOOKINGS_BEFORE, "bookings", 120)
         killed_at = ha.kill_host(old)
-        wait_until(
+        wait_for(
             lambda: load.booked_since(killed_at) >= BOOKINGS_AFTER,
-            300,
             f"bookings after the kill; monitor: {ha.states()}",
+            300,
         )
     figures = load.outage(killed_at)
     assert serving_node(ha) == new
@@ -79,12 +78,12 @@ def fail_over(ha: PgAutoFailover, url: str, old: str, new: str) -> dict[str, obj
     ha.restart(old)
     ha.wait_for_states({new: "primary", old: "secondary"})
     bookings = "SELECT id FROM bookings WHERE event_id = ANY(%s) ORDER BY id"
-    wait_until(
+    wait_for(
         lambda: (
             sql(ha.node_url(old), bookings, (event_ids,)) == sql(ha.url, bookings, (event_ids,))
         ),
-        60,
         "the rejoined standby to hold every booking",
+        60,
     )
     statuses = load.statuses()
     return {
