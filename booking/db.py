@@ -6,10 +6,11 @@ a single function call, so it is one transaction and one round trip. Nothing rel
 session state (the statement timeout travels with each statement), so the URL may point
 at PgBouncer in transaction pooling mode.
 
-Every wait on the server has a deadline kept here, on the client: connecting takes at most
-the connect timeout, a statement at most the statement timeout plus a grace period. The
-server enforces statement_timeout itself and normally answers first; the client's deadline
-is for when it cannot: a frozen server, a host gone from the network.
+Every wait on the server has a deadline: connecting takes at most the connect timeout for
+each host of the URL (libpq's connect_timeout), a statement at most the statement timeout
+plus a grace period, kept here on the client. The server enforces statement_timeout itself
+and normally answers first; the client's deadline is for when it cannot: a frozen server,
+a host gone from the network.
 """
 
 import logging
@@ -54,20 +55,29 @@ class Database:
         self.timeout_prefix = queries.SET_STATEMENT_TIMEOUT.format(ms=statement_timeout_ms)
         self.connect_timeout_s = connect_timeout_s
         self._conn: psycopg2.extensions.connection | None = None
-        # Process-wide: from here on every psycopg2 wait in this process goes through
-        # _wait_with_deadline (and psycopg2 refuses COPY and large objects in this mode).
+        # Process-wide: from here on every psycopg2 wait in this process but the connect
+        # goes through _wait_with_deadline (psycopg2 refuses COPY and large objects then).
         psycopg2.extensions.set_wait_callback(_wait_with_deadline)
 
     def _connect(self) -> psycopg2.extensions.connection:
-        conn = psycopg2.connect(
-            self.url,
-            connect_timeout=self.connect_timeout_s,
-            application_name=f"booking:{os.getpid()}",
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
-        )
+        # libpq connects by itself, without our wait callback: only then does it give each
+        # host of a several-host URL connect_timeout and go on to the next. Under the
+        # callback it would wait on a host gone from the network until our deadline, and
+        # never reach the new primary behind it.
+        callback = psycopg2.extensions.get_wait_callback()
+        psycopg2.extensions.set_wait_callback(None)
+        try:
+            conn = psycopg2.connect(
+                self.url,
+                connect_timeout=self.connect_timeout_s,
+                application_name=f"booking:{os.getpid()}",
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            )
+        finally:
+            psycopg2.extensions.set_wait_callback(callback)
         conn.autocommit = True
         return conn
 
@@ -92,8 +102,7 @@ class Database:
         """A cursor whose rows are dicts by column name; any failure of the connection
         becomes DatabaseUnavailable."""
         try:
-            with _deadline_in(self.connect_timeout_s):
-                conn = self._connection()
+            conn = self._connection()
             statement_s = self.statement_timeout_ms / 1000 + STATEMENT_GRACE_S
             with (
                 _deadline_in(statement_s),
