@@ -64,7 +64,7 @@ purge: install ## Delete idempotency keys older than IDEMPOTENCY_TTL_SECONDS
 test: install ## Run the tests (real PostgreSQL, gunicorn, nginx, Redis where needed)
 	$(BIN)/pytest
 
-chaos: install ## The soak under faults, a few minutes (SOAK_SECONDS tunes it)
+chaos: install ## The soak under faults and the database failover, a few minutes
 	$(BIN)/pytest -m chaos
 
 bench: install ## The service against its floor, nginx and pgbench, ~6 min (BENCH_ARGS=--quick: ~2)
