@@ -230,7 +230,7 @@ class Chaos:
 def test_soak_under_chaos(private_pg, fault_gunicorn):
     server = fault_gunicorn(workers=WORKERS)
     rng = random.Random(SEED)
-    seats = [rng.randint(2, 12) for _ in range(EVENTS)]
+    seats = [rng.randint(2, 12) for _ in range(EVENT_COUNT)]
     events = dict(zip(private_pg.make_events(*seats), seats, strict=True))
     ledger = Ledger(allow_broken_connections=FAULTS)
     deadline = time.monotonic() + SOAK_SECONDS
