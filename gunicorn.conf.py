@@ -92,6 +92,14 @@ def when_ready(server):
     server.log.info(f"booking: {database}; listening on {listening}")
 
 
+def pre_request(worker, req):
+    from booking import gunicorn_errors
+
+    # Before the header lines are joined into the WSGI environ: a repeated
+    # Idempotency-Key is refused in JSON, 422.
+    gunicorn_errors.refuse_repeated_headers(req)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

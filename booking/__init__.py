@@ -1,6 +1,6 @@
 """A seat-booking HTTP API: an event with N seats gets exactly N bookings."""
 
-from flask import Flask
+from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from booking import auth, bookings, cli, events, health, limits, logs, metrics, openapi, routing
@@ -9,9 +9,21 @@ from booking.db import Database, database_url
 from booking.errors import register_error_handlers
 
 
+class BookingApp(Flask):
+    def make_default_options_response(self) -> Response:
+        """OPTIONS: 204 and the methods the URL answers, with no body to type."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
-    app = Flask(__name__)
+    app = BookingApp(__name__)
+    # A URL is matched as sent or not at all: no redirect whose Location is built from
+    # the Host header (/api//events would otherwise answer 308 to http://<Host>/api/events).
+    app.url_map.merge_slashes = False
     app.config["BOOKING"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_content_length
     app.config["DATABASE_URL"] = database_url(config)

@@ -3,6 +3,7 @@
 import logging
 
 from flask import Flask, Response, current_app, jsonify, request
+from gunicorn.http.errors import LimitRequestHeaders, ParseException
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -17,7 +18,9 @@ HTTP_ERROR_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    414: "uri_too_long",
     429: "rate_limited",
+    431: "headers_too_large",
 }
 
 
@@ -67,6 +70,20 @@ def handle_http_exception(exc: HTTPException) -> Response:
     return response
 
 
+def handle_malformed_body(exc: ParseException) -> Response:
+    """gunicorn failed to read a chunked body the view asked for: the client's fault.
+
+    A warning without a trace: anyone can send these, and the error log is for faults of
+    the service.
+    """
+    log.warning("malformed request body: %s", type(exc).__name__)
+    if isinstance(exc, LimitRequestHeaders):  # the trailer section is over gunicorn's limit
+        return error_response(413, "payload_too_large")
+    return error_response(
+        422, "validation_error", details={"_body": ["Malformed chunked transfer coding."]}
+    )
+
+
 def handle_unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
     return error_response(500, "internal_error")
@@ -77,4 +94,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(DatabaseUnavailable, handle_database_unavailable)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(ParseException, handle_malformed_body)
     app.register_error_handler(Exception, handle_unexpected)

@@ -5,11 +5,16 @@ request line, too many headers) before the application sees it, and writes an HT
 The contract promises a JSON body for every failure, so gunicorn's error writer is
 replaced by one that answers like the application: a malformed request is bad input,
 422 validation_error, as a malformed body is (see booking.errors).
+
+Gunicorn also joins a header sent twice into one value ("a,b"), after which the
+application cannot tell two Idempotency-Keys from one key with a comma: those are refused
+here, where the header lines are still apart.
 """
 
 import json
 
 from gunicorn import util
+from gunicorn.http.errors import InvalidHeader
 
 from booking.errors import HTTP_ERROR_CODES
 
@@ -31,6 +36,23 @@ def write_json_error(sock: object, status: int, reason: str, message: str) -> No
         f"Content-Length: {len(payload)}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + payload)
+
+
+# Headers that name one thing: sent twice, the request is ambiguous.
+SINGLE_HEADERS = {"IDEMPOTENCY-KEY": "Idempotency-Key"}
+
+
+class RepeatedHeader(InvalidHeader):
+    def __str__(self) -> str:
+        return f"{self.hdr} must be sent once, not repeated."
+
+
+def refuse_repeated_headers(req: object) -> None:
+    """gunicorn's pre_request hook: a repeated single header is a 422, as bad input."""
+    names = [name for name, _ in req.headers]
+    for name, spelled in SINGLE_HEADERS.items():
+        if names.count(name) > 1:
+            raise RepeatedHeader(spelled, req)
 
 
 def install() -> None:
