@@ -2,6 +2,7 @@
 
 import codecs
 import json
+import re
 import unicodedata
 from typing import Any
 
@@ -38,6 +39,51 @@ PRINTABLE_TEXT_PATTERN = (
     r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     r"[^\x00-\x1f\x7f-\x9f]*$"
 )
+
+
+# Unicode format characters (category Cf, Unicode 15.1): invisible, and the bidi controls
+# among them (U+202A..U+202E, U+2066..U+2069) reorder the text that follows. Literal
+# characters, not escapes, so that the same string is a Python and a JSON Schema pattern.
+FORMAT_CHARACTERS = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f"
+)
+CONTROL_CHARACTERS = "\x00-\x1f\x7f-\x9f"
+# What shows nothing: control and format characters, white space, Unicode's
+# Default_Ignorable_Code_Point (Hangul fillers, variation selectors, ...) and the blank
+# Braille pattern.
+INVISIBLE_CHARACTERS = (
+    CONTROL_CHARACTERS
+    + FORMAT_CHARACTERS
+    + " \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    + "\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2065\u2800\u3164\ufe00-\ufe0f"
+    + "\uffa0\ufff0-\ufff8\U000e0000-\U000e0fff"
+)
+EVENT_NAME_PATTERN = (
+    f"^[^{CONTROL_CHARACTERS}{FORMAT_CHARACTERS}]*"
+    f"[^{INVISIBLE_CHARACTERS}]"
+    f"[^{CONTROL_CHARACTERS}{FORMAT_CHARACTERS}]*$"
+)
+_FORMAT = re.compile(f"[{FORMAT_CHARACTERS}]")
+_VISIBLE = re.compile(f"[^{INVISIBLE_CHARACTERS}]")
+
+
+def _shown_text(value: str) -> None:
+    """A name people read: nothing invisible that could hide or reorder what they see."""
+    if _FORMAT.search(value):
+        raise ValidationError("Must not contain format characters (zero-width, bidi controls).")
+    if not _VISIBLE.search(value):
+        raise ValidationError("Must contain a visible character.")
+
+
+def EventName() -> fields.String:
+    return fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=200), _printable_text, _shown_text],
+        metadata={"pattern": EVENT_NAME_PATTERN, "example": "Opening night"},
+    )
 
 
 def Text(max_length: int, example: str, description: str | None = None) -> fields.String:
@@ -82,7 +128,7 @@ class EventCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    name = Text(200, example="Opening night")
+    name = EventName()
     total_seats = StrictInteger(
         required=True, validate=validate.Range(min=0, max=1_000_000), metadata={"example": 100}
     )
