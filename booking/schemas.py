@@ -42,32 +42,38 @@ PRINTABLE_TEXT_PATTERN = (
 
 
 # Unicode format characters (category Cf, Unicode 15.1): invisible, and the bidi controls
-# among them (U+202A..U+202E, U+2066..U+2069) reorder the text that follows. Literal
-# characters, not escapes, so that the same string is a Python and a JSON Schema pattern.
+# among them (U+202A..U+202E, U+2066..U+2069) reorder the text that follows. Regex escapes
+# that Python and JSON Schema (ECMA-262) read alike.
 FORMAT_CHARACTERS = (
-    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f"
-    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
-    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
-    "\U000e0020-\U000e007f"
+    r"\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    r"\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
 )
-CONTROL_CHARACTERS = "\x00-\x1f\x7f-\x9f"
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"
 # What shows nothing: control and format characters, white space, Unicode's
 # Default_Ignorable_Code_Point (Hangul fillers, variation selectors, ...) and the blank
 # Braille pattern.
 INVISIBLE_CHARACTERS = (
     CONTROL_CHARACTERS
     + FORMAT_CHARACTERS
-    + " \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-    + "\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2065\u2800\u3164\ufe00-\ufe0f"
-    + "\uffa0\ufff0-\ufff8\U000e0000-\U000e0fff"
+    + r"\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    + r"\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2065\u2800\u3164\ufe00-\ufe0f"
+    + r"\uffa0\ufff0-\ufff8"
 )
 EVENT_NAME_PATTERN = (
     f"^[^{CONTROL_CHARACTERS}{FORMAT_CHARACTERS}]*"
     f"[^{INVISIBLE_CHARACTERS}]"
     f"[^{CONTROL_CHARACTERS}{FORMAT_CHARACTERS}]*$"
 )
-_FORMAT = re.compile(f"[{FORMAT_CHARACTERS}]")
-_VISIBLE = re.compile(f"[^{INVISIBLE_CHARACTERS}]")
+# The same beyond U+FFFF (tags, Egyptian, shorthand and musical format controls): an
+# OpenAPI 3.0 pattern (ECMA-262 without the u flag) cannot name these in a character
+# class, so the schema alone refuses them.
+ASTRAL_FORMAT_CHARACTERS = (
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f"
+)
+ASTRAL_INVISIBLE_CHARACTERS = "\U000e0000-\U000e0fff"
+_FORMAT = re.compile(f"[{FORMAT_CHARACTERS}{ASTRAL_FORMAT_CHARACTERS}]")
+_VISIBLE = re.compile(f"[^{INVISIBLE_CHARACTERS}{ASTRAL_INVISIBLE_CHARACTERS}]")
 
 
 def _shown_text(value: str) -> None:
