@@ -21,7 +21,12 @@ METRICS_DIR_PREFIX = "booking-metrics-"
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
 
-from booking.config import Config, ConfigError, redacted  # noqa: E402
+from booking.config import (  # noqa: E402
+    Config,
+    ConfigError,
+    redacted,
+    refuse_forgeable_forwarding,
+)
 
 try:
     app_config = Config.from_env()
@@ -72,6 +77,9 @@ def on_starting(server):
 
     # Said once, by the arbiter: an open service must not be a surprise.
     auth.log_mode(app_config, server.log)
+
+    # Before a socket is bound: TRUSTED_PROXIES only where clients cannot reach gunicorn.
+    refuse_forgeable_forwarding(app_config, server.cfg.address)
 
     # Requests gunicorn rejects itself are answered in JSON like every other error.
     gunicorn_errors.install()

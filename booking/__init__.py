@@ -36,7 +36,7 @@ def create_app(config: Config | None = None) -> Flask:
         n = config.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     auth.init_app(app)
-    limits.init_limiter(app, bookings.bp)
+    limits.init_limiter(app, bookings.bp, events.bp)
 
     register_error_handlers(app)
     routing.init_app(app)

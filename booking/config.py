@@ -5,6 +5,7 @@ its default is written once, on the field.
 """
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +24,12 @@ def _int(name: str, raw: str) -> int:
         raise ConfigError(
             f"{name}={raw!r} is not a whole number; set a number or unset it"
         ) from None
+
+
+def _bool(name: str, raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name}={raw!r} is neither 1 nor 0; set one of them or unset it")
+    return raw == "1"
 
 
 def redacted(url: str) -> str:
@@ -76,6 +83,9 @@ class Config:
     # Keeps this service's counters apart from others sharing the same Redis.
     ratelimit_key_prefix: str = "booking"
     trusted_proxies: int = 0
+    # The operator's word that only the trusted proxies can reach the address gunicorn
+    # listens on (a private network, a firewall): see refuse_forgeable_forwarding.
+    only_proxies_can_connect: bool = False
     idempotency_ttl_seconds: int = 86400
     db_statement_timeout_ms: int = 5000
     db_connect_timeout_s: int = 3
@@ -115,5 +125,39 @@ class Config:
             if not setting.metadata.get("env", True) or not os.environ.get(name):
                 continue
             raw = os.environ[name]
-            values[setting.name] = _int(name, raw) if setting.type in (int, int | None) else raw
+            if setting.type in (int, int | None):
+                values[setting.name] = _int(name, raw)
+            elif setting.type is bool:
+                values[setting.name] = _bool(name, raw)
+            else:
+                values[setting.name] = raw
         return cls(**values)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # "", "0.0.0.0" is an address; a host name may resolve anywhere
+        return False
+
+
+def refuse_forgeable_forwarding(config: Config, addresses: list) -> None:
+    """Exit with one line when any client could forge X-Forwarded-For.
+
+    With TRUSTED_PROXIES set the app believes the last X-Forwarded-For entries; that is
+    only safe when no one but the proxies can connect: gunicorn on loopback (or a Unix
+    socket) behind nginx, or ONLY_PROXIES_CAN_CONNECT=1. `addresses` is gunicorn's
+    cfg.address: (host, port) pairs, or a path for a Unix socket.
+    """
+    if not config.trusted_proxies or config.only_proxies_can_connect:
+        return
+    for address in addresses:
+        if isinstance(address, tuple) and not _is_loopback(address[0]):
+            raise SystemExit(
+                f"refusing to start: TRUSTED_PROXIES={config.trusted_proxies} while listening"
+                f" on {address[0] or '*'}:{address[1]}, where any client could forge"
+                " X-Forwarded-For; listen on 127.0.0.1 behind the proxy, or set"
+                " ONLY_PROXIES_CAN_CONNECT=1 if only the proxies can reach that address"
+            )

@@ -1,32 +1,69 @@
-"""Rate limiting of the booking routes per client, when RATE_LIMIT is set.
+"""Rate limits per client: the booking routes (when RATE_LIMIT is set) and failed admin
+attempts (always).
 
 The client is the caller's sub when callers are authenticated (booking.auth); then the
 booking lookup draws on the same budget too, so booking ids cannot be walked at full speed.
 Otherwise it is the client address, and only reserve and cancel are limited.
 
-The client address is request.remote_addr: with TRUSTED_PROXIES set, ProxyFix (see
+The address is request.remote_addr: with TRUSTED_PROXIES set, ProxyFix (see
 booking/__init__.py) has already replaced it by the address the trusted proxies saw, so a
-client cannot pick its own key by sending X-Forwarded-For.
+client cannot pick its own key by sending X-Forwarded-For. An IPv4 client is its address;
+an IPv6 client is its /64, the block one host or one home is given whole (RFC 6177), or it
+could take a fresh budget from each of its 2^64 addresses.
 
 memory:// keeps each gunicorn worker's own count (N workers allow up to N times the limit);
 redis://... shares one budget across all workers and hosts. When the storage fails, the
 limiter logs a warning and counts in memory until it is back: bookings go on, never a 5xx.
 """
 
-from flask import Blueprint, Flask
+import ipaddress
+
+from flask import Blueprint, Flask, Response
 from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 
 from booking import auth
 
 # A slow or unreachable Redis must cost a booking milliseconds, not a worker timeout.
 REDIS_TIMEOUT_S = 0.5
 
+# Wrong admin tokens per client: an operator who mistypes is not slowed, a guesser gets
+# 100 tries an hour. Only failures count, so a client with the right token is limited only
+# after its own failures, never by those of other addresses.
+ADMIN_FAILURE_LIMIT = "10/minute;100/hour"
 
-def init_limiter(app: Flask, bookings: Blueprint) -> Limiter | None:
-    """One budget per client shared by the booking routes; other routes are not limited."""
+
+def address_key(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 address as its /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # not an IP (a Unix socket peer): counted as it is
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped:  # ::ffff:192.0.2.1 is an IPv4 client
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
+
+
+def client_key() -> str:
+    """The budget a booking request draws on: its caller, or its address (IPv6: the /64)."""
+    key = auth.rate_limit_key()
+    return key if key.startswith("sub:") else address_key(key)
+
+
+def admin_client_key() -> str:
+    """Wrong admin tokens are counted per address: an admin token names no caller."""
+    return address_key(get_remote_address())
+
+
+def _admin_refused(response: Response) -> bool:
+    return response.status_code == 401
+
+
+def init_limiter(app: Flask, bookings: Blueprint, events: Blueprint) -> Limiter:
+    """One budget per client shared by the booking routes; one for wrong admin tokens."""
     config = app.config["BOOKING"]
-    if not config.rate_limit:
-        return None
     storage_options = {}
     if config.ratelimit_storage_uri.startswith(("redis://", "rediss://")):
         storage_options = {
@@ -34,7 +71,7 @@ def init_limiter(app: Flask, bookings: Blueprint) -> Limiter | None:
             "socket_connect_timeout": REDIS_TIMEOUT_S,
         }
     limiter = Limiter(
-        auth.rate_limit_key,
+        client_key,
         app=app,
         storage_uri=config.ratelimit_storage_uri,
         storage_options=storage_options,
@@ -43,6 +80,15 @@ def init_limiter(app: Flask, bookings: Blueprint) -> Limiter | None:
         in_memory_fallback_enabled=True,
         swallow_errors=True,
     )
-    methods = ["POST", "GET"] if config.auth_enabled else ["POST"]
-    limiter.shared_limit(config.rate_limit, scope="bookings", methods=methods)(bookings)
+    if config.rate_limit:
+        methods = ["POST", "GET"] if config.auth_enabled else ["POST"]
+        limiter.shared_limit(config.rate_limit, scope="bookings", methods=methods)(bookings)
+    # POST /api/events is the one POST of the events blueprint.
+    limiter.limit(
+        ADMIN_FAILURE_LIMIT,
+        key_func=admin_client_key,
+        scope="admin-failures",
+        methods=["POST"],
+        deduct_when=_admin_refused,
+    )(events)
     return limiter

@@ -9,6 +9,7 @@ from collections import Counter
 import redis
 import requests
 from support import (
+    ADMIN_TOKEN,
     BOOKINGS,
     CANCEL,
     EVENTS,
@@ -194,3 +195,61 @@ def test_bookings_go_on_when_redis_dies(start_gunicorn, make_event, sql):
         assert any("storage unreachable" in e["message"] and e["request_id"] for e in warnings)
     finally:
         redis_server.stop()
+
+
+def test_ipv6_clients_are_counted_per_64(start_gunicorn, key_prefix, make_event):
+    """The test plays the one trusted proxy, telling gunicorn which client it saw."""
+    limit = 3
+    server = start_gunicorn(
+        env={
+            "RATE_LIMIT": f"{limit}/minute",
+            "RATELIMIT_STORAGE_URI": SHARED_REDIS,
+            "RATELIMIT_KEY_PREFIX": key_prefix,
+            "TRUSTED_PROXIES": "1",
+        },
+        workers=2,
+    )
+    event_id = make_event(100)
+
+    def from_client(address: str, user: str) -> int:
+        headers = {"X-Forwarded-For": address}
+        return booking_post(server.url, RESERVE, event_id, user, headers=headers).status_code
+
+    one_host = [from_client(f"2001:db8:1:2::{i:x}", f"six-{i}") for i in range(1, 7)]
+    assert one_host == [201] * limit + [429] * (6 - limit)
+    assert from_client("2001:db8:1:2:ffff:ffff:ffff:ffff", "same-64") == 429
+    assert from_client("2001:db8:1:3::1", "next-64") == 201  # another /64, another client
+    # IPv4 stays per address, also when it comes IPv4-mapped.
+    assert [from_client("192.0.2.1", f"four-{i}") for i in range(limit)] == [201] * limit
+    assert from_client("::ffff:192.0.2.1", "mapped") == 429
+    assert from_client("192.0.2.2", "neighbour") == 201
+
+
+def test_wrong_admin_tokens_are_limited_per_client(start_gunicorn, key_prefix, sql):
+    """10 failures a minute per client (booking.limits), counted in Redis across workers;
+    the right token from another address goes through all along."""
+    server = start_gunicorn(
+        env={"RATELIMIT_STORAGE_URI": SHARED_REDIS, "RATELIMIT_KEY_PREFIX": key_prefix},
+        workers=3,
+    )
+    url = f"{server.url}/api/events"
+    body = {"name": "Guarded", "total_seats": 1}
+    guesser, admin = session_from("127.0.0.2"), session_from("127.0.0.3")
+
+    def guess(i: int) -> requests.Response:
+        headers = {"Authorization": f"Bearer guess-{i}"}
+        return guesser.post(url, json=body, headers=headers, timeout=30)
+
+    def create() -> requests.Response:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        return admin.post(url, json=body, headers=headers, timeout=30)
+
+    guesses = overlap([lambda i=i: guess(i) for i in range(30)] + [create] * 3)
+    statuses = Counter(r.status_code for r in guesses[:30])
+    assert statuses == {401: 10, 429: 20}, statuses
+    assert all(r.json() == {"error": "rate_limited"} for r in guesses[:30] if r.status_code == 429)
+    assert [r.status_code for r in guesses[30:]] == [201] * 3
+    assert create().status_code == 201
+    assert guess(99).status_code == 429  # and GETs from the guesser are not limited
+    assert guesser.get(url, timeout=30).status_code == 200
+    assert sql("SELECT count(*) FROM events WHERE name = 'Guarded'")[0][0] >= 4

@@ -2,13 +2,15 @@
 no trace at ERROR level in the log."""
 
 import json
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import requests
-from support import log_entries, wait_for_entries
+from support import RESERVE, ROOT, free_port, log_entries, wait_for_entries
 
-RESERVE = "/api/bookings/reserve"
 LIMIT = 16 * 1024  # MAX_CONTENT_LENGTH
 
 
@@ -197,3 +199,37 @@ def test_a_repeated_idempotency_key_is_refused(edge, make_event, sql):
     }
     assert bookings_of(sql, event_id) == []
     assert sql("SELECT count(*) FROM idempotency_keys WHERE key IN ('a', 'b', 'a,b')") == [(0,)]
+
+
+def test_trusted_proxies_on_an_open_address_refuses_to_start(database_url):
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "HOST": "0.0.0.0",
+        "PORT": str(port),
+        "TRUSTED_PROXIES": "1",
+        "WEB_CONCURRENCY": "1",
+    }
+    env.pop("ONLY_PROXIES_CAN_CONNECT", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    (refusal,) = [line for line in done.stderr.splitlines() if "TRUSTED_PROXIES" in line]
+    assert refusal.startswith("refusing to start: TRUSTED_PROXIES=1 while listening on 0.0.0.0")
+    assert "ONLY_PROXIES_CAN_CONNECT=1" in refusal
+    assert "Listening at" not in done.stdout + done.stderr
+
+
+def test_trusted_proxies_on_an_open_address_starts_when_only_proxies_can_connect(start_gunicorn):
+    server = start_gunicorn(
+        env={"HOST": "0.0.0.0", "TRUSTED_PROXIES": "1", "ONLY_PROXIES_CAN_CONNECT": "1"},
+        workers=1,
+    )
+    assert requests.get(f"{server.url}/health", timeout=10).json() == {"status": "ok"}
