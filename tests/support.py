@@ -276,8 +276,9 @@ def render_nginx_site(upstream_port: int, listen_port: int, log_dir: Path) -> st
     return site.replace("/var/log/nginx/", f"{log_dir}/")
 
 
-def start_nginx(upstream_port: int) -> Process:
-    """A private nginx serving the shipped site file in front of 127.0.0.1:upstream_port."""
+def start_nginx(upstream_port: int, worker_connections: int = 2048) -> Process:
+    """A private nginx serving the shipped site file in front of 127.0.0.1:upstream_port
+    (768 worker_connections is the nginx.conf Debian ships)."""
     nginx = require_program("nginx")
     workdir = PrivateDir("nginx")
     port = free_port()
@@ -296,7 +297,7 @@ def start_nginx(upstream_port: int) -> Process:
         f"""{user}
 worker_processes 2;
 error_log {d}/error.log warn;
-events {{ worker_connections 2048; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
 {temp_paths}
     include {d}/booking.conf;
