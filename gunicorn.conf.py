@@ -1,7 +1,7 @@
 """Gunicorn settings for `make run` and deploy/booking.service; see docs/deploy.md.
 
 Every setting comes from booking/config.py's Config (HOST, PORT, WEB_CONCURRENCY,
-GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT and the app's own), read here once so that a
+GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_MAX_REQUESTS and the app's own), read here once so that a
 wrong one stops the start with one line instead of failing every worker.
 """
 
@@ -51,9 +51,9 @@ backlog = 2048
 keepalive = 2
 
 # Recycle workers now and then so no slow leak can grow without bound; the jitter keeps
-# them from all restarting at the same moment.
-max_requests = 2000
-max_requests_jitter = 200
+# them from all restarting at the same moment. GUNICORN_MAX_REQUESTS (2000) sets it.
+max_requests = app_config.gunicorn_max_requests
+max_requests_jitter = max_requests // 10
 
 # The heartbeat file on tmpfs: a slow disk must not make the arbiter kill healthy workers.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -109,9 +109,10 @@ def pre_request(worker, req):
 
 
 def child_exit(server, worker):
-    from prometheus_client import multiprocess
+    from booking import metrics
 
-    multiprocess.mark_process_dead(worker.pid)
+    # Its counters and histograms go into the archive files; its live gauges go.
+    metrics.merge_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
 
 
 def on_exit(server):

@@ -100,6 +100,8 @@ class Config:
     web_concurrency: int | None = None
     gunicorn_timeout: int = 30
     gunicorn_graceful_timeout: int = 30
+    # Each worker is replaced after this many requests (give or take a tenth).
+    gunicorn_max_requests: int = 2000
     # Caller authentication (booking.auth): all three set, or none (callers not authenticated).
     auth_jwks_url: str | None = None
     auth_issuer: str | None = None

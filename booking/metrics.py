@@ -4,10 +4,20 @@ Under gunicorn every worker is a process of its own, so gunicorn.conf.py points
 PROMETHEUS_MULTIPROC_DIR at a directory emptied when the master starts: each worker writes
 its samples there and GET /metrics, whichever worker answers, sums them all. Without it
 (`flask run`, the in-process test client) the samples live in the process as usual.
+
+Workers are recycled (max_requests), and each leaves a file per metric type behind: the
+master folds a dead worker's counters and histograms into one archive file per type
+(merge_dead_worker), as prometheus_client's multiprocess documentation suggests, so the
+files stay as many as the live workers and the totals stay whole. A scrape and a merge
+take a file lock, so a scrape never sees a worker's counts twice or not at all.
 """
 
+import fcntl
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -18,7 +28,9 @@ from prometheus_client import (
     Histogram,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.mmap_dict import MmapedDict
 
 from booking import apidoc
 
@@ -88,6 +100,56 @@ def _record_request(response: Response) -> Response:
     return response
 
 
+@contextmanager
+def _merge_lock(metrics_dir: str, operation: int) -> Iterator[None]:
+    with open(Path(metrics_dir, "merge.lock"), "a") as lock:
+        fcntl.flock(lock, operation)
+        yield  # closing the file releases the lock
+
+
+def merge_dead_worker(metrics_dir: str, pid: int) -> None:
+    """Fold a dead worker's counters and histograms into the archive files (in the master)."""
+    with _merge_lock(metrics_dir, fcntl.LOCK_EX):
+        for kind in ("counter", "histogram"):
+            dead = Path(metrics_dir, f"{kind}_{pid}.db")
+            if not dead.exists():
+                continue
+            archive = MmapedDict(str(Path(metrics_dir, f"{kind}_archive.db")))
+            try:
+                for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(dead):
+                    total, timestamp = archive.read_value(key)
+                    archive.write_value(key, total + value, timestamp)
+            finally:
+                archive.close()
+            dead.unlink()
+    multiprocess.mark_process_dead(pid, metrics_dir)
+
+
+class KeptRows:
+    """Rows that pile up, counted by one query when Prometheus scrapes (the statement
+    timeout bounds it); nothing is counted on the booking path. No database: no sample."""
+
+    def __init__(self, ttl_seconds: int) -> None:
+        self.ttl_seconds = ttl_seconds
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        # Imported here: booking.db counts its connections with this module's metrics.
+        from booking import queries
+        from booking.db import DatabaseUnavailable, get_db
+
+        try:
+            cancelled, keys, expired = get_db().fetch_one(
+                queries.COUNT_KEPT_ROWS, (self.ttl_seconds,)
+            )
+        except DatabaseUnavailable:
+            return
+        yield GaugeMetricFamily("cancelled_bookings", "Cancelled bookings kept.", cancelled)
+        yield GaugeMetricFamily("idempotency_keys", "Idempotency keys stored.", keys)
+        yield GaugeMetricFamily(
+            "idempotency_keys_expired", "Stored keys past IDEMPOTENCY_TTL_SECONDS.", expired
+        )
+
+
 @bp.get("/metrics")
 @apidoc.doc("Prometheus metrics, summed over all gunicorn workers", tag="service", database=False)
 @apidoc.other_responses(
@@ -103,14 +165,18 @@ def _record_request(response: Response) -> Response:
     }
 )
 def metrics() -> Response:
-    if current_app.config["BOOKING"].prometheus_multiproc_dir:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
     # Prometheus text by default, OpenMetrics when the scraper asks for it.
     encode, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return Response(encode(registry), content_type=content_type)
+    config = current_app.config["BOOKING"]
+    registry = CollectorRegistry()
+    registry.register(KeptRows(config.idempotency_ttl_seconds))
+    if not config.prometheus_multiproc_dir:
+        registry.register(REGISTRY)
+        return Response(encode(registry), content_type=content_type)
+    multiprocess.MultiProcessCollector(registry, config.prometheus_multiproc_dir)
+    with _merge_lock(config.prometheus_multiproc_dir, fcntl.LOCK_SH):
+        text = encode(registry)
+    return Response(text, content_type=content_type)
 
 
 def init_app(app: Flask) -> None:

@@ -82,4 +82,12 @@ WHERE key IN (
 )
 """
 
+# For GET /metrics: what piles up until purged or forever (cancelled bookings are records).
+COUNT_KEPT_ROWS = """
+SELECT (SELECT count(*) FROM cancelled_bookings) AS cancelled_bookings,
+       (SELECT count(*) FROM idempotency_keys) AS idempotency_keys,
+       (SELECT count(*) FROM idempotency_keys
+        WHERE created_at < now() - make_interval(secs => %s)) AS expired_idempotency_keys
+"""
+
 PING = "SELECT 1"

@@ -129,3 +129,63 @@ def test_database_failures_are_counted():
     before = REGISTRY.get_sample_value("db_errors_total")
     assert client.get("/ready").status_code == 503
     assert REGISTRY.get_sample_value("db_errors_total") == before + 1
+
+
+def test_rows_that_pile_up_are_counted_at_scrape_time(metered, make_event, sql):
+    url = metered.url
+    event_id = make_event(10)
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    post_json(f"{url}/api/bookings/reserve", {"event_id": event_id, "user_id": "kept"}, key)
+    post_json(f"{url}/api/bookings/cancel", {"event_id": event_id, "user_id": "kept"})
+    sql(
+        "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = %s",
+        (key["Idempotency-Key"],),
+    )
+    samples = scrape(url)
+    ((cancelled, keys, expired),) = sql(
+        "SELECT (SELECT count(*) FROM cancelled_bookings), (SELECT count(*) FROM idempotency_keys),"
+        " (SELECT count(*) FROM idempotency_keys WHERE created_at < now() - interval '1 day')"
+    )
+    assert cancelled >= 1 and expired >= 1
+    assert value(samples, "cancelled_bookings") == cancelled
+    assert value(samples, "idempotency_keys") == keys
+    assert value(samples, "idempotency_keys_expired") == expired
+
+
+def test_recycled_workers_leave_no_files_and_their_counts_stay(start_gunicorn, tmp_path):
+    """Every worker is replaced after 5 requests: 400 requests recycle about 80 of them."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    server = start_gunicorn(
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "GUNICORN_MAX_REQUESTS": "5"},
+        workers=2,
+    )
+    health = {"method": "GET", "route": "/health", "status": "200"}
+    before = value(scrape(server.url), "http_requests_total", **health)
+    requests_sent = 400
+    answered = 0
+    for _ in range(requests_sent):  # one at a time: a recycling worker may drop a connection
+        for _attempt in range(5):
+            try:
+                requests.get(f"{server.url}/health", timeout=10)
+                answered += 1
+                break
+            except requests.ConnectionError:
+                continue
+    assert answered == requests_sent
+
+    def files() -> list[str]:
+        return sorted(p.name for p in metrics_dir.glob("*.db"))
+
+    def settled() -> bool:
+        # A counter, histogram and gauge file per live worker and the two archives: none
+        # left by the dead ones.
+        return len(files()) <= 2 * 3 + 2
+
+    deadline = time.monotonic() + 30
+    while not settled():
+        assert time.monotonic() < deadline, files()
+        time.sleep(0.05)
+    after = value(scrape(server.url), "http_requests_total", **health)
+    assert after - before == requests_sent
+    assert {"counter_archive.db", "histogram_archive.db"} <= set(files())
