@@ -212,6 +212,13 @@ ADMIN_REFUSALS = {
         **{"WWW-Authenticate": "WWWAuthenticate"},
     ),
     403: apidoc.error("No ADMIN_TOKEN is configured.", "admin_disabled"),
+    429: apidoc.with_headers(
+        apidoc.error(
+            "Too many wrong tokens from this client (ADMIN_FAILURE_LIMIT, see booking.limits).",
+            "rate_limited",
+        ),
+        **{"Retry-After": "RetryAfter"},
+    ),
 }
 
 CALLER_TOKEN_SCHEME = {

@@ -79,6 +79,8 @@ class Config:
     admin_token: str | None = None
     # None means: no rate limit.
     rate_limit: str | None = None
+    # Wrong admin tokens allowed per client before 429 (see booking.limits).
+    admin_failure_limit: str = "10/minute;100/hour"
     ratelimit_storage_uri: str = "memory://"
     # Keeps this service's counters apart from others sharing the same Redis.
     ratelimit_key_prefix: str = "booking"

@@ -27,11 +27,6 @@ from booking import auth
 # A slow or unreachable Redis must cost a booking milliseconds, not a worker timeout.
 REDIS_TIMEOUT_S = 0.5
 
-# Wrong admin tokens per client: an operator who mistypes is not slowed, a guesser gets
-# 100 tries an hour. Only failures count, so a client with the right token is limited only
-# after its own failures, never by those of other addresses.
-ADMIN_FAILURE_LIMIT = "10/minute;100/hour"
-
 
 def address_key(address: str) -> str:
     """An IPv4 address as it is; an IPv6 address as its /64."""
@@ -83,9 +78,12 @@ def init_limiter(app: Flask, bookings: Blueprint, events: Blueprint) -> Limiter:
     if config.rate_limit:
         methods = ["POST", "GET"] if config.auth_enabled else ["POST"]
         limiter.shared_limit(config.rate_limit, scope="bookings", methods=methods)(bookings)
-    # POST /api/events is the one POST of the events blueprint.
+    # Wrong admin tokens (ADMIN_FAILURE_LIMIT, 10 a minute and 100 an hour): an operator
+    # who mistypes is not slowed, a guesser gets 100 tries an hour. Only failures count, so
+    # a client with the right token is limited only after its own failures, never by those
+    # of other addresses. POST /api/events is the one POST of the events blueprint.
     limiter.limit(
-        ADMIN_FAILURE_LIMIT,
+        config.admin_failure_limit,
         key_func=admin_client_key,
         scope="admin-failures",
         methods=["POST"],

@@ -5,6 +5,8 @@ has no description makes the spec fail to build, and the tests with it, instead 
 drifting silently.
 """
 
+import base64
+import hashlib
 import re
 from typing import Any
 
@@ -12,6 +14,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory, url_for
 from swagger_ui_bundle import swagger_ui_path
+from werkzeug.exceptions import NotFound
 
 from booking import apidoc, idempotency, schemas
 
@@ -71,7 +74,11 @@ two seats for one event, and a retried request never books twice (`Idempotency-K
 Every body is JSON, errors included: `{"error": "<code>", ...}`. Besides the statuses of each
 operation, any route can answer `404 {"error": "not_found"}` for an unknown path (NotFound),
 `405 {"error": "method_not_allowed"}` with `Allow` for a method it does not take
-(MethodNotAllowed), and `500 {"error": "internal_error"}`.
+(MethodNotAllowed), `204` with `Allow` to `OPTIONS`, and `500 {"error": "internal_error"}`.
+Requests refused before any route sees them: `414 {"error": "uri_too_long"}` (a request line
+over 4 KiB), `431 {"error": "headers_too_large"}` (over 100 header fields or one over 8 KiB);
+behind the shipped nginx also `408 request_timeout`, `429 rate_limited` (per address),
+`501 not_implemented`, `503 upstream_unavailable` and `505 http_version_not_supported`.
 
 When the service authenticates callers (AUTH_JWKS_URL is set), the booking routes take an
 `Authorization: Bearer <JWT>` from the identity provider: a caller acts for itself (its
@@ -197,6 +204,11 @@ def spec() -> Response:
     return jsonify(get_spec())
 
 
+DOCS_SCRIPT = (
+    'SwaggerUIBundle({{url: "{spec}", dom_id: "#swagger-ui", validatorUrl: null,\n'
+    "                  deepLinking: true, defaultModelsExpandDepth: 0}});"
+)
+
 DOCS_PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -207,13 +219,35 @@ DOCS_PAGE = """<!doctype html>
 <body>
   <div id="swagger-ui"></div>
   <script src="{js}"></script>
-  <script>
-    SwaggerUIBundle({{url: "{spec}", dom_id: "#swagger-ui", validatorUrl: null,
-                      deepLinking: true, defaultModelsExpandDepth: 0}});
-  </script>
+  <script>{script}</script>
 </body>
 </html>
 """
+
+# The only files of swagger-ui-bundle the page loads; the rest of the package (its own
+# index.html, which fetches a spec from another host) is not served.
+DOCS_ASSETS = {"swagger-ui.css", "swagger-ui-bundle.js"}
+
+
+def _content_security_policy(script: str) -> str:
+    """Only this origin, and of inline scripts only the page's own (by its hash)."""
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return (
+        f"default-src 'none'; script-src 'self' 'sha256-{digest}'; "
+        # Swagger UI sets style attributes and draws its icons as data: images.
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+@bp.after_request
+def _docs_headers(response: Response) -> Response:
+    """The spec, the page and its assets: not to be sniffed, framed or mixed with others."""
+    script = DOCS_SCRIPT.format(spec=url_for("openapi.spec"))
+    response.headers["Content-Security-Policy"] = _content_security_policy(script)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
 
 
 @bp.get("/docs")
@@ -230,7 +264,7 @@ def docs() -> Response:
     page = DOCS_PAGE.format(
         css=url_for("openapi.docs_asset", filename="swagger-ui.css"),
         js=url_for("openapi.docs_asset", filename="swagger-ui-bundle.js"),
-        spec=url_for("openapi.spec"),
+        script=DOCS_SCRIPT.format(spec=url_for("openapi.spec")),
     )
     return Response(page, mimetype="text/html")
 
@@ -238,4 +272,6 @@ def docs() -> Response:
 @bp.get("/docs/assets/<path:filename>")
 def docs_asset(filename: str) -> Response:
     """Swagger UI's files from the swagger-ui-bundle package: the page works offline."""
+    if filename not in DOCS_ASSETS:
+        raise NotFound()
     return send_from_directory(swagger_ui_path, filename, max_age=86400)

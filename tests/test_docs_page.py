@@ -1,10 +1,13 @@
 """GET /docs: Swagger UI, served by the service itself, renders every route in a real browser."""
 
+import base64
+import hashlib
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import requests
 from support import skip_or_fail
 
@@ -71,3 +74,36 @@ def test_screenshot_of_the_page(server, tmp_path):
     assert image.startswith(b"\x89PNG\r\n\x1a\n")
     # A blank page compresses to a few kilobytes; the rendered one is far richer.
     assert len(image) > 40_000
+
+
+DOCS_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+@pytest.mark.parametrize(
+    "path", ["/docs", "/docs/assets/swagger-ui.css", "/docs/assets/swagger-ui-bundle.js"]
+)
+def test_the_page_and_its_assets_carry_security_headers(server, path):
+    response = requests.get(f"{server.url}{path}", timeout=10)
+    assert response.status_code == 200
+    assert {name: response.headers[name] for name in DOCS_HEADERS} == DOCS_HEADERS
+    policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "http" not in policy  # this origin only
+
+
+def test_the_inline_script_is_the_one_the_policy_allows(server):
+    page = requests.get(f"{server.url}/docs", timeout=10)
+    (script,) = re.findall(r"<script>(.*?)</script>", page.text, re.S)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in page.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    "name", ["index.html", "swagger-initializer.js", "swagger-ui.js", "oauth2-redirect.html"]
+)
+def test_only_the_files_the_page_needs_are_served(server, name):
+    response = requests.get(f"{server.url}/docs/assets/{name}", timeout=10)
+    assert (response.status_code, response.json()) == (404, {"error": "not_found"})
