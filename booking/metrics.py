@@ -138,15 +138,19 @@ class KeptRows:
         from booking.db import DatabaseUnavailable, get_db
 
         try:
-            cancelled, keys, expired = get_db().fetch_one(
-                queries.COUNT_KEPT_ROWS, (self.ttl_seconds,)
-            )
+            row = get_db().fetch_one(queries.COUNT_KEPT_ROWS, (self.ttl_seconds,))
         except DatabaseUnavailable:
             return
-        yield GaugeMetricFamily("cancelled_bookings", "Cancelled bookings kept.", cancelled)
-        yield GaugeMetricFamily("idempotency_keys", "Idempotency keys stored.", keys)
         yield GaugeMetricFamily(
-            "idempotency_keys_expired", "Stored keys past IDEMPOTENCY_TTL_SECONDS.", expired
+            "cancelled_bookings", "Cancelled bookings kept.", row["cancelled_bookings"]
+        )
+        yield GaugeMetricFamily(
+            "idempotency_keys", "Idempotency keys stored.", row["idempotency_keys"]
+        )
+        yield GaugeMetricFamily(
+            "idempotency_keys_expired",
+            "Stored keys past IDEMPOTENCY_TTL_SECONDS.",
+            row["expired_idempotency_keys"],
         )
 
 

@@ -7,9 +7,7 @@ import shutil
 import subprocess
 import uuid
 
-from conftest import ROOT, skip_or_fail
-
-DEPLOY = ROOT / "deploy"
+from support import DEPLOY, ROOT, skip_or_fail
 
 
 def unit(name: str) -> str:

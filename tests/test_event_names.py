@@ -10,12 +10,11 @@ import unicodedata
 
 import pytest
 import requests
-from conftest import ADMIN_TOKEN
 from marshmallow import ValidationError
+from support import ADMIN
 
 from booking.schemas import EventCreateSchema
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 REFUSED = {
     "zero-width space": "\u200b",
     "Hangul filler": "\u3164",
