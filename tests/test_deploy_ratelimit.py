@@ -246,7 +246,9 @@ def test_wrong_admin_tokens_are_limited_per_client(start_gunicorn, key_prefix, s
 
     guesses = overlap([lambda i=i: guess(i) for i in range(30)] + [create] * 3)
     statuses = Counter(r.status_code for r in guesses[:30])
-    assert statuses == {401: 10, 429: 20}, statuses
+    # A failure is counted once answered: a guess still in flight on another of the 3
+    # workers when the 10th is counted may get its 401 too.
+    assert set(statuses) == {401, 429} and 10 <= statuses[401] <= 10 + 2, statuses
     assert all(r.json() == {"error": "rate_limited"} for r in guesses[:30] if r.status_code == 429)
     assert [r.status_code for r in guesses[30:]] == [201] * 3
     assert create().status_code == 201
