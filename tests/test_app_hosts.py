@@ -129,6 +129,8 @@ class Hosts:
             DATABASE_URL=self.database_url,
             ADMIN_TOKEN=ADMIN_TOKEN,
             TRUSTED_PROXIES="1",
+            # Only the edge host reaches the app hosts' private addresses.
+            ONLY_PROXIES_CAN_CONNECT="1",
             DB_CONNECT_TIMEOUT_S="2",
             DB_STATEMENT_TIMEOUT_MS="1500",
             **env,
