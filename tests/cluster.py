@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg2
 import requests
-from support import ROOT, free_port, session_from, skip_or_fail, wait_for
+from support import ROOT, free_port, is_outcome, session_from, skip_or_fail, wait_for
 
 RESERVE = "/api/bookings/reserve"
 # The user PostgreSQL runs as when the tests run as root (initdb refuses root).
@@ -279,14 +279,6 @@ class Booking:
         """The business answer: not a 5xx, and not "the key is still in flight"."""
         done = [a for a in self.attempts if is_outcome(a)]
         return done[-1] if done else None
-
-
-def is_outcome(attempt: Attempt) -> bool:
-    return (
-        attempt.status is not None
-        and attempt.status < 500
-        and attempt.body != {"error": "idempotency_key_in_flight"}
-    )
 
 
 class Load:

@@ -750,3 +750,33 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def raw_http(
+    port: int, request: bytes, source: str = "127.0.0.1", half_close: bool = False
+) -> tuple[int | None, dict[str, str], bytes]:
+    """Send bytes as they are; return the status (None: no HTTP answer), headers and body.
+
+    half_close: say "no more to send" after the request, for servers that wait for it.
+    """
+    with socket.create_connection(
+        (("127.0.0.1", port)), timeout=30, source_address=(source, 0)
+    ) as sock:
+        sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:  # nginx resets what it did not read, after answering
+            pass
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1."):
+        return None, {}, body
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body

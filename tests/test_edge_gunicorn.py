@@ -3,13 +3,12 @@ no trace at ERROR level in the log."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import requests
-from support import RESERVE, ROOT, free_port, log_entries, wait_for_entries
+from support import RESERVE, ROOT, free_port, log_entries, raw_http, wait_for_entries
 
 LIMIT = 16 * 1024  # MAX_CONTENT_LENGTH
 
@@ -18,22 +17,6 @@ LIMIT = 16 * 1024  # MAX_CONTENT_LENGTH
 def edge(start_gunicorn):
     """A server of its own, so that its log holds only what these tests sent."""
     return start_gunicorn(workers=2)
-
-
-def raw_http(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send bytes as they are; return the status, headers and body of the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(request)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), headers, body
 
 
 def chunked_post(path: str, chunked_body: bytes, headers: bytes = b"") -> bytes:

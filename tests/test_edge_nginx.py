@@ -7,9 +7,11 @@ import threading
 
 import pytest
 import requests
-from support import session_from, start_nginx, wait_for
+from support import raw_http, session_from, start_nginx, wait_for
 
 HALF_SENT = 1600
+# The address the JSON-error tests send from, apart from the limit tests' addresses.
+CLIENT = "127.0.0.4"
 PER_CLIENT_CONNECTIONS = 256  # limit_conn in deploy/nginx.conf
 
 
@@ -23,24 +25,6 @@ def nginx(backend):
     proxy = start_nginx(backend.port)
     yield proxy
     proxy.stop()
-
-
-def raw_http(port: int, request: bytes, source: str = "127.0.0.4") -> tuple[int, dict, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0)) as s:
-        s.sendall(request)
-        chunks = []
-        try:
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:  # nginx resets what it did not read, after answering
-            pass
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), headers, body
 
 
 def get(target: bytes, headers: bytes = b"") -> bytes:
@@ -81,7 +65,7 @@ NGINX_ERRORS = {
 @pytest.mark.parametrize("case", NGINX_ERRORS)
 def test_errors_nginx_makes_are_json_without_a_version(nginx, case):
     request, status, code = NGINX_ERRORS[case]
-    answer_status, headers, body = raw_http(nginx.port, request)
+    answer_status, headers, body = raw_http(nginx.port, request, source=CLIENT)
     assert (answer_status, headers["content-type"]) == (status, "application/json")
     assert json.loads(body)["error"] == code
     assert headers["server"] == "nginx"  # server_tokens off
@@ -91,7 +75,7 @@ def test_errors_nginx_makes_are_json_without_a_version(nginx, case):
     "target", [b"/metrics", b"//metrics", b"/%6detrics", b"/./metrics", b"/metrics?x=1"]
 )
 def test_metrics_are_not_served_through_nginx(nginx, backend, target):
-    status, headers, body = raw_http(nginx.port, get(target))
+    status, headers, body = raw_http(nginx.port, get(target), source=CLIENT)
     assert (status, body) == (404, b'{"error":"not_found"}\n')
     assert requests.get(f"{backend.url}/metrics", timeout=10).status_code == 200  # scraped here
 

@@ -6,11 +6,10 @@ be any bytes at all. None of them may get a 5xx, and none may change the databas
 
 import json
 import random
-import socket
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from support import ADMIN_TOKEN, BOOKINGS, CANCEL, EVENTS, RESERVE, report
+from support import ADMIN_TOKEN, BOOKINGS, CANCEL, EVENTS, RESERVE, raw_http, report
 
 RANDOM_BODIES = 1200
 RANDOM_HEADERS = 1200
@@ -28,25 +27,6 @@ def snapshot(pg) -> dict[str, str]:
         )[0]  # noqa: S608
         for table in TABLES
     }
-
-
-def raw_http(port: int, request: bytes) -> tuple[int | None, dict[str, str], bytes]:
-    """Send bytes as they are; return the status, headers and body of the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    if not lines[0].startswith("HTTP/1."):
-        return None, {}, body
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), headers, body
 
 
 def build(
@@ -229,7 +209,7 @@ def test_bad_input_at_volume_never_5xx_and_changes_nothing(private_pg, fault_gun
     port = server.port
 
     def send(request: bytes):
-        return raw_http(port, request)
+        return raw_http(port, request, half_close=True)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         contract_answers = list(pool.map(send, [c[0] for c in contract]))
