@@ -10,6 +10,7 @@ which X-Forwarded-For cannot dodge. Needs root, `ip netns`, nginx, redis-server 
 PostgreSQL server; the network and every process are gone at the end, pass or fail.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -244,6 +246,30 @@ def hosts():
         assert not net.leftovers(), "the test's network or processes outlived it"
 
 
+@contextlib.contextmanager
+def holding_event_lock(database_url: str, event_id: int) -> Iterator[None]:
+    """Hold an event's booking lock, as a booking does, until the block ends."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT lock_event(%s)", (event_id,))
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def waiting_for_a_lock_from(database_url: str, address: str) -> bool:
+    """Whether a booking sent by the app host at `address` is queued for an event lock."""
+    rows = sql(
+        database_url,
+        "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND NOT l.granted AND a.client_addr = %s",
+        (address,),
+    )
+    return bool(rows)
+
+
 def test_app_hosts_one_dies_under_load(hosts):
     """Bookings reach both hosts; app1 is killed; reads go on, no POST is passed on by
     nginx, and every client's retried booking ends as exactly one row."""
@@ -260,8 +286,16 @@ def test_app_hosts_one_dies_under_load(hosts):
             )
 
         wait_for(both_hosts_booked, "bookings on both app hosts", 120)
-        killed_at = time.monotonic()
-        hosts.net.kill(hosts.apps["app1"])
+        # Kill app1 while it surely has a booking in hand: one held inside PostgreSQL,
+        # queued behind an event lock the test holds.
+        with holding_event_lock(hosts.database_url, event_ids[-1]):
+            wait_for(
+                lambda: waiting_for_a_lock_from(hosts.database_url, hosts.addr["app1"]),
+                "a booking from app1 queued for the event lock",
+                60,
+            )
+            killed_at = time.monotonic()
+            hosts.net.kill(hosts.apps["app1"])
         wait_for(lambda: load.booked_since(killed_at) >= 100, "bookings after the kill", 120)
     reads = reader.stop()
     assert set(reads) == {200}, reads
