@@ -264,7 +264,7 @@ class Process:
 
 
 def render_nginx_site(upstream_port: int, listen_port: int, log_dir: Path) -> str:
-    """deploy/nginx.conf with the test's ports and log directory, nothing else changed."""
+    """deploy/nginx.conf with the test's ports, log and cache directory, nothing else changed."""
     site = (DEPLOY / "nginx.conf").read_text()
     site, listens = re.subn(
         r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen 127.0.0.1:{listen_port};", site
@@ -273,7 +273,9 @@ def render_nginx_site(upstream_port: int, listen_port: int, log_dir: Path) -> st
         r"server 127\.0\.0\.1:3000\b", f"server 127.0.0.1:{upstream_port}", site
     )
     assert (listens, upstreams) == (1, 1), "deploy/nginx.conf no longer has the lines we patch"
-    return site.replace("/var/log/nginx/", f"{log_dir}/")
+    return site.replace("/var/log/nginx/", f"{log_dir}/").replace(
+        "/var/cache/nginx/", f"{log_dir}/"
+    )
 
 
 def start_nginx(upstream_port: int, worker_connections: int = 2048) -> Process:

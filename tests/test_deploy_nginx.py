@@ -5,7 +5,17 @@ import uuid
 
 import pytest
 import requests
-from support import RESERVE, free_port, post_json, session_from, start_nginx, wait_for_entries
+from support import (
+    EVENTS,
+    RESERVE,
+    free_port,
+    log_entries,
+    post_json,
+    session_from,
+    start_nginx,
+    wait_for,
+    wait_for_entries,
+)
 
 # The same tests as in test_bookings.py, run here against the `client` and `server` below.
 from test_bookings import (  # noqa: F401
@@ -15,6 +25,7 @@ from test_bookings import (  # noqa: F401
     test_reserve_books_a_seat,
     test_second_reserve_by_same_user_is_already_booked,
 )
+from test_caching import reads
 
 
 class Proxied:
@@ -103,3 +114,66 @@ def test_nginx_answers_json_when_the_app_is_down():
     assert response.status_code == 503
     assert response.json() == {"error": "upstream_unavailable"}
     assert response.headers["Content-Type"] == "application/json"
+
+
+# ---------------------------------------------------------------- the micro-cache
+
+
+def nginx_get(server, path: str, **headers: str) -> requests.Response:
+    rid = f"test-{uuid.uuid4().hex}"
+    return requests.get(f"{server.url}{path}", headers={"X-Request-ID": rid, **headers}, timeout=30)
+
+
+def reached_gunicorn(server, response: requests.Response) -> bool:
+    """Whether gunicorn logged the request, after a later one it surely served (a barrier:
+    a request that reached gunicorn is logged by the time the barrier's line shows)."""
+    barrier = nginx_get(server, "/health")
+    access_log_entries(server.gunicorn, barrier.headers["X-Request-ID"])
+    rid = response.request.headers["X-Request-ID"]
+    return any(entry.get("request_id") == rid for entry in log_entries(server.gunicorn.log_path))
+
+
+def cached_read(server, path: str) -> requests.Response:
+    """Read until nginx answers from its cache (the first read fills it)."""
+    return wait_for(
+        lambda: (r := nginx_get(server, path)).headers.get("X-Cache-Status") == "HIT" and r,
+        f"nginx to answer {path} from its cache",
+    )
+
+
+def test_nginx_answers_an_event_read_from_its_cache(server, make_event):
+    event_id = make_event(5)
+    for path in reads(event_id):
+        hit = cached_read(server, path)
+        assert hit.status_code == 200
+        assert hit.json() == requests.get(f"{server.gunicorn.url}{path}", timeout=30).json()
+        # The request's own id, not that of the request that filled the entry.
+        assert hit.headers["X-Request-ID"] == hit.request.headers["X-Request-ID"]
+        assert not reached_gunicorn(server, hit)
+        # A client holding the body gets a 304 from the cache.
+        again = nginx_get(server, path, **{"If-None-Match": hit.headers["ETag"]})
+        assert again.status_code == 304 and again.content == b""
+
+
+def test_nginx_never_caches_a_post_an_error_or_metrics(server, make_event):
+    event_id = make_event(5)
+    body = {"event_id": event_id, "user_id": "alice"}
+    posts = [post_json(f"{server.url}{RESERVE}", body) for _ in range(2)]
+    assert [p.status_code for p in posts] == [201, 409]
+    for path in [f"{EVENTS}/2147483647/availability", f"{EVENTS}?limit=0", "/metrics"]:
+        answers = [nginx_get(server, path) for _ in range(3)]
+        assert all(a.headers.get("X-Cache-Status") != "HIT" for a in answers), path
+        assert all(reached_gunicorn(server, a) for a in answers), path
+
+
+def test_a_booking_shows_in_the_cached_availability_within_a_second(server, make_event):
+    event_id = make_event(5)
+    path = f"{EVENTS}/{event_id}/availability"
+    assert cached_read(server, path).json()["booked"] == 0
+    assert post_json(f"{server.url}{RESERVE}", {"event_id": event_id, "user_id": "a"}).ok
+    # The entry lives 1 s; the grace is for a loaded machine, not for the cache.
+    wait_for(
+        lambda: nginx_get(server, path).json()["booked"] == 1,
+        "the booking in the availability nginx serves",
+        timeout=1 + 2,
+    )
