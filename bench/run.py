@@ -3,7 +3,8 @@
 Starts gunicorn the way `make run` does (gunicorn.conf.py, its default worker count) on a
 fresh, migrated database; beside it the floor (bench/floor_app.py: Flask + psycopg2 sending
 the same SQL, under the same gunicorn settings, with none of the service's extras) and a
-private nginx with the shipped deploy/nginx.conf in front of the service. Per run:
+private nginx with the shipped deploy/nginx.conf in front of the service (less its
+per-address limits: all the load comes from one address). Per run:
 
   pairs, side by side: the two sides one right after the other, in turns A B then B A
     health   GET /health, service and floor
@@ -910,7 +911,10 @@ def main() -> None:
 
         service = Service(database_url, workdir / "gunicorn.log")
         floor = Floor(database_url, workdir / "gunicorn-floor.log")
-        nginx = start_nginx(service.port)
+        # Every request comes from 127.0.0.1: the shipped per-address budget (limit_req,
+        # limit_conn) would answer most of them 429, so the bench lifts those two lines.
+        nginx = start_nginx(service.port, per_client_limits=False)
+        print("nginx    deploy/nginx.conf without its per-address limit_req/limit_conn lines")
         meter = CpuMeter([service.proc.pid, floor.proc.pid], nginx.proc.pid, _postmaster_pid(conn))
         runs = [
             one_run(n, service, floor, nginx.url, meter, conn, database_url, args, workdir)

@@ -263,9 +263,16 @@ class Process:
         self.workdir.remove()
 
 
-def render_nginx_site(upstream_port: int, listen_port: int, log_dir: Path) -> str:
-    """deploy/nginx.conf with the test's ports, log and cache directory, nothing else changed."""
+def render_nginx_site(
+    upstream_port: int, listen_port: int, log_dir: Path, per_client_limits: bool = True
+) -> str:
+    """deploy/nginx.conf with the test's ports, log and cache directory, nothing else changed;
+    without per_client_limits also without the limit_req and limit_conn lines of the server
+    (`make bench` sends everything from one address, which the real site would throttle)."""
     site = (DEPLOY / "nginx.conf").read_text()
+    if not per_client_limits:
+        site, limits = re.subn(r"(?m)^\s*limit_(req|conn) [^;]+;\n", "", site)
+        assert limits == 2, "deploy/nginx.conf no longer has the limit lines we lift"
     site, listens = re.subn(
         r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen 127.0.0.1:{listen_port};", site
     )
@@ -278,14 +285,16 @@ def render_nginx_site(upstream_port: int, listen_port: int, log_dir: Path) -> st
     )
 
 
-def start_nginx(upstream_port: int, worker_connections: int = 2048) -> Process:
+def start_nginx(
+    upstream_port: int, worker_connections: int = 2048, per_client_limits: bool = True
+) -> Process:
     """A private nginx serving the shipped site file in front of 127.0.0.1:upstream_port
     (768 worker_connections is the nginx.conf Debian ships)."""
     nginx = require_program("nginx")
     workdir = PrivateDir("nginx")
     port = free_port()
     d = workdir.path
-    (d / "booking.conf").write_text(render_nginx_site(upstream_port, port, d))
+    (d / "booking.conf").write_text(render_nginx_site(upstream_port, port, d, per_client_limits))
     temp_paths = "\n".join(
         f"    {kind}_temp_path {d}/{kind}_temp;"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
