@@ -13,6 +13,7 @@ take a file lock, so a scrape never sees a worker's counts twice or not at all.
 """
 
 import fcntl
+import functools
 import re
 import time
 from collections.abc import Iterator
@@ -90,14 +91,30 @@ def _start_timer() -> None:
 
 def _record_request(response: Response) -> Response:
     method = request.method if request.method in METHODS else "other"
-    # The URL rule, not the path: /api/events/<event_id> is one series, not one per id
-    # (the converter's name left out: /api/events/<id:event_id> reads as the contract does).
-    route = CONVERTER.sub("<", request.url_rule.rule) if request.url_rule else "unmatched"
-    REQUESTS.labels(method, route, str(response.status_code)).inc()
+    rule = request.url_rule.rule if request.url_rule else None
+    _requests_counted(method, rule, response.status_code).inc()
     started = g.pop("metrics_started", None)
     if started is not None:
-        LATENCY.labels(method, route).observe(time.perf_counter() - started)
+        _latency_observed(method, rule).observe(time.perf_counter() - started)
     return response
+
+
+# The series of a request, looked up once per process: the labels are few (methods, URL
+# rules, statuses), and .labels() on every request costs more than the count itself.
+@functools.cache
+def _requests_counted(method: str, rule: str | None, status: int) -> Counter:
+    return REQUESTS.labels(method, _route(rule), str(status))
+
+
+@functools.cache
+def _latency_observed(method: str, rule: str | None) -> Histogram:
+    return LATENCY.labels(method, _route(rule))
+
+
+def _route(rule: str | None) -> str:
+    """The URL rule, not the path: /api/events/<event_id> is one series, not one per id
+    (the converter's name left out: /api/events/<id:event_id> reads as the contract does)."""
+    return CONVERTER.sub("<", rule) if rule is not None else "unmatched"
 
 
 @contextmanager
