@@ -52,8 +52,19 @@ def _utc_timestamp(created: float) -> str:
     return f"{seconds}.{int(created % 1 * 1000):03d}Z"
 
 
+def _skip_unused_record_fields() -> None:
+    """A JSON line shows none of the caller's file, line, thread or process name: the
+    logging module then stops looking them up for each record (its documented switches;
+    the access log writes one record per request)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def configure_logging(app: Flask) -> None:
     """Send every log record of the process to stderr as JSON and tag requests with ids."""
+    _skip_unused_record_fields()
     root = logging.getLogger()
     if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
@@ -86,6 +97,7 @@ class GunicornLogger(glogging.Logger):
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
+        _skip_unused_record_fields()
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 handler.setFormatter(JsonFormatter())
