@@ -69,8 +69,20 @@ class RouteLimiter(Limiter):
         self.limited: set[tuple[str, str]] = set()
         super().__init__(*args, **kwargs)
 
+    def init_app(self, app: Flask) -> None:
+        """Its hook after the view (deductions, X-RateLimit headers) and its teardown, which
+        it appends last to the app's lists, also run for the limited requests alone."""
+        super().init_app(app)
+        after, teardown = app.after_request_funcs[None], app.teardown_request_funcs[None]
+        add_headers, release = after.pop(), teardown.pop()
+        after.append(lambda response: add_headers(response) if self.applies() else response)
+        teardown.append(lambda exc: release(exc) if self.applies() else None)
+
+    def applies(self) -> bool:
+        return (request.blueprint, request.method) in self.limited
+
     def _check_request_limit(self, callable_name=None, in_middleware=True) -> None:
-        if (request.blueprint, request.method) in self.limited:
+        if self.applies():
             super()._check_request_limit(callable_name, in_middleware)
 
 
