@@ -1,5 +1,7 @@
 """A seat-booking HTTP API: an event with N seats gets exactly N bookings."""
 
+from collections.abc import Callable
+
 from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -10,6 +12,18 @@ from booking.errors import register_error_handlers
 
 
 class BookingApp(Flask):
+    def __init__(self, import_name: str) -> None:
+        super().__init__(import_name)
+        self.sync_functions: dict[Callable, Callable] = {}
+
+    def ensure_sync(self, func: Callable) -> Callable:
+        """Flask asks inspect, for every hook and view of every request, whether it is a
+        coroutine; the answer for a function never changes, so it is kept."""
+        sync = self.sync_functions.get(func)
+        if sync is None:
+            sync = self.sync_functions[func] = super().ensure_sync(func)
+        return sync
+
     def make_default_options_response(self) -> Response:
         """OPTIONS: 204 and the methods the URL answers, with no body to type."""
         response = super().make_default_options_response()
