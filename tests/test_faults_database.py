@@ -24,6 +24,9 @@ from support import (
 
 THREADS = 6
 WORKERS = 4
+# Seats of the events the traffic books: enough that none sells out before a test has
+# seen the bookings it waits for after its faults (a sold-out event answers only 409s).
+TRAFFIC_EVENT_SEATS = (600, 600, 600)
 
 
 def burst(ledger: Ledger, url: str, event_id: int, tag: str, n: int = 8) -> None:
@@ -70,7 +73,7 @@ def recover_and_check(pg, server, ledger, event_ids, since_epoch, name, **figure
 def test_postgres_restart_under_load(private_pg, fault_gunicorn, mode):
     server = fault_gunicorn(workers=WORKERS)
     workers = set(server.worker_pids())
-    event_ids = private_pg.make_events(60, 60, 60, 1000)
+    event_ids = private_pg.make_events(*TRAFFIC_EVENT_SEATS, 1000)
     ledger = Ledger()
     with Traffic(server.url, ledger, event_ids[:3], THREADS):
         wait_for(lambda: ledger.statuses()[201] >= 30, "bookings before the outage")
@@ -100,7 +103,7 @@ def test_connections_terminated_mid_transaction(private_pg, fault_gunicorn):
     """pg_terminate_backend on bookings waiting inside reserve_seat for the event lock."""
     server = fault_gunicorn(workers=WORKERS)
     workers = set(server.worker_pids())
-    event_ids = private_pg.make_events(60, 60, 60, 1000)
+    event_ids = private_pg.make_events(*TRAFFIC_EVENT_SEATS, 1000)
     ledger = Ledger()
     terminated: set[int] = set()  # a backend may show as waiting until it has exited
     admin = private_pg.connect()
@@ -151,7 +154,7 @@ def test_postgres_frozen_answers_503_in_bounded_time(private_pg, fault_gunicorn)
     the configured timeouts, and none may be lost once PostgreSQL moves again."""
     server = fault_gunicorn(workers=WORKERS)
     workers = set(server.worker_pids())
-    event_ids = private_pg.make_events(60, 60, 60, 1000)
+    event_ids = private_pg.make_events(*TRAFFIC_EVENT_SEATS, 1000)
     ledger = Ledger()
     with Traffic(server.url, ledger, event_ids[:3], THREADS):
         wait_for(lambda: ledger.statuses()[201] >= 30, "bookings before the freeze")
