@@ -21,7 +21,7 @@ from booking import idempotency, queries
 from booking.db import DatabaseUnavailable, connection_problem, get_db
 from booking.events import create_event, list_events
 from booking.migrations import apply_migrations, rollback_migrations
-from booking.schemas import EventCreateSchema
+from booking.schemas import EVENT_CREATE
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -103,7 +103,7 @@ def purge_idempotency_keys_command() -> None:
 def create_event_command(name: str, total_seats: int) -> None:
     """Create an event, validated as POST /api/events validates it."""
     try:
-        data = EventCreateSchema().load({"name": name, "total_seats": total_seats})
+        data = EVENT_CREATE.load({"name": name, "total_seats": total_seats})
     except ValidationError as exc:
         raise click.BadParameter(json.dumps(exc.messages)) from None
     click.echo(json.dumps(create_event(get_db(), data["name"], data["total_seats"])))

@@ -7,6 +7,8 @@ from booking.auth import admin_required
 from booking.db import Database, get_db
 from booking.errors import ApiError
 from booking.schemas import (
+    EVENT_CREATE,
+    EVENT_LIST_QUERY,
     AvailabilitySchema,
     EventCreateSchema,
     EventListQuerySchema,
@@ -44,7 +46,7 @@ def create_event(db: Database, name: str, total_seats: int) -> dict:
 @apidoc.response(200, "One page; `next_after` is null on the last.", EventListSchema)
 @apidoc.cacheable
 def index() -> Response:
-    query = load_query(EventListQuerySchema())
+    query = load_query(EVENT_LIST_QUERY)
     return caching.cacheable(jsonify(list_events(get_db(), query["after"], query["limit"])))
 
 
@@ -54,7 +56,7 @@ def index() -> Response:
 @apidoc.response(201, "Created.", EventSchema, Location="Location")
 @admin_required
 def create() -> tuple[Response, int, dict]:
-    data = load_json_body(EventCreateSchema())
+    data = load_json_body(EVENT_CREATE)
     event = create_event(get_db(), data["name"], data["total_seats"])
     return jsonify(event), 201, {"Location": f"/api/events/{event['event_id']}"}
 

@@ -125,7 +125,8 @@ class BookingRequestSchema(Schema):
     user_id = user_id_field()
 
 
-# Made once: building a marshmallow Schema costs more than loading a body with it.
+# The schemas views load with are made once (see EVENT_CREATE, EVENT_LIST_QUERY too):
+# building a marshmallow Schema costs more than loading a body with it.
 BOOKING_REQUEST = BookingRequestSchema()
 BOOKING_REQUEST_OF_CALLER = BookingRequestSchema(partial=("user_id",))
 
@@ -145,12 +146,18 @@ class EventCreateSchema(Schema):
     )
 
 
+EVENT_CREATE = EventCreateSchema()
+
+
 class EventListQuerySchema(Schema):
     class Meta:
         unknown = RAISE
 
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
+
+
+EVENT_LIST_QUERY = EventListQuerySchema()
 
 
 # Response bodies. The views build their JSON themselves; these schemas describe it in
