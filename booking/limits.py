@@ -57,33 +57,49 @@ def _admin_refused(response: Response) -> bool:
 
 
 class RouteLimiter(Limiter):
-    """Flask-Limiter, asked only about the requests a limit is declared for.
+    """Flask-Limiter, run only for the blueprints and methods a limit is declared for.
 
-    Flask-Limiter works out the limits of every request of the app before its view runs,
-    even of a route without any (GET /health, the event reads); that costs more than the
-    view. Here it runs for the (blueprint, method) pairs in `limited` alone, which
-    init_limiter fills as it declares each limit, so no limit is ever skipped.
+    Flask-Limiter hooks into every request of the app and works out its limits before the
+    view runs, even for a route without any (GET /health, the event reads); that costs
+    more than the view. Here its three hooks (the check, then the deductions and
+    X-RateLimit headers, then its clean-up) move to the blueprints that declare a limit
+    and run there for the methods limited alone; init_limiter names them as it declares
+    each limit, so no limit is ever skipped.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        self.limited: set[tuple[str, str]] = set()
-        super().__init__(*args, **kwargs)
-
     def init_app(self, app: Flask) -> None:
-        """Its hook after the view (deductions, X-RateLimit headers) and its teardown, which
-        it appends last to the app's lists, also run for the limited requests alone."""
         super().init_app(app)
-        after, teardown = app.after_request_funcs[None], app.teardown_request_funcs[None]
-        add_headers, release = after.pop(), teardown.pop()
-        after.append(lambda response: add_headers(response) if self.applies() else response)
-        teardown.append(lambda exc: release(exc) if self.applies() else None)
+        self.app = app
+        self.hooks = (
+            app.before_request_funcs[None].pop(),
+            app.after_request_funcs[None].pop(),
+            app.teardown_request_funcs[None].pop(),
+        )
+        self.limited: dict[str, set[str]] = {}
 
-    def applies(self) -> bool:
-        return (request.blueprint, request.method) in self.limited
+    def limit_methods(self, blueprint: Blueprint, methods: list[str]) -> None:
+        """Run the hooks for these methods of the blueprint (after declaring its limit)."""
+        if blueprint.name not in self.limited:
+            self._hook_into(blueprint.name, self.limited.setdefault(blueprint.name, set()))
+        self.limited[blueprint.name].update(methods)
 
-    def _check_request_limit(self, callable_name=None, in_middleware=True) -> None:
-        if self.applies():
-            super()._check_request_limit(callable_name, in_middleware)
+    def _hook_into(self, blueprint: str, methods: set[str]) -> None:
+        check, add_headers, release = self.hooks
+
+        def before() -> None:
+            if request.method in methods:
+                check()
+
+        def after(response: Response) -> Response:
+            return add_headers(response) if request.method in methods else response
+
+        def teardown(exc: BaseException | None) -> None:
+            if request.method in methods:
+                release(exc)
+
+        self.app.before_request_funcs[blueprint].append(before)
+        self.app.after_request_funcs[blueprint].append(after)
+        self.app.teardown_request_funcs[blueprint].append(teardown)
 
 
 def init_limiter(app: Flask, bookings: Blueprint, events: Blueprint) -> Limiter:
@@ -108,7 +124,7 @@ def init_limiter(app: Flask, bookings: Blueprint, events: Blueprint) -> Limiter:
     if config.rate_limit:
         methods = ["POST", "GET"] if config.auth_enabled else ["POST"]
         limiter.shared_limit(config.rate_limit, scope="bookings", methods=methods)(bookings)
-        limiter.limited.update((bookings.name, method) for method in methods)
+        limiter.limit_methods(bookings, methods)
     # Wrong admin tokens (ADMIN_FAILURE_LIMIT, 10 a minute and 100 an hour): an operator
     # who mistypes is not slowed, a guesser gets 100 tries an hour. Only failures count, so
     # a client with the right token is limited only after its own failures, never by those
@@ -120,5 +136,5 @@ def init_limiter(app: Flask, bookings: Blueprint, events: Blueprint) -> Limiter:
         methods=["POST"],
         deduct_when=_admin_refused,
     )(events)
-    limiter.limited.add((events.name, "POST"))
+    limiter.limit_methods(events, ["POST"])
     return limiter
