@@ -34,7 +34,7 @@ SEAT_CHANGE_RESPONSES = {
 }
 
 
-def _change_seat(query: str) -> Response:
+def _change_seat(action: str, query: str) -> Response:
     """Run one booking function: one round trip, one transaction, idempotency included."""
     key = idempotency.read_key(auth.caller_id())
     config = current_app.config["BOOKING"]
@@ -44,7 +44,7 @@ def _change_seat(query: str) -> Response:
     ttl = config.idempotency_ttl_seconds
     outcome = get_db().fetch_one(query, (data["event_id"], data["user_id"], key, fingerprint, ttl))
     status, body, replayed = outcome["status"], outcome["body"], outcome["replayed"]
-    metrics.record_outcome(status, body, replayed)
+    metrics.record_outcome(action, status, body, replayed)
     response = jsonify(body)
     response.status_code = status
     if status == 201:
@@ -74,7 +74,7 @@ def _change_seat(query: str) -> Response:
 )
 @auth.caller_required(names_user=True)
 def reserve() -> Response:
-    return _change_seat(queries.RESERVE_SEAT)
+    return _change_seat("reserve", queries.RESERVE_SEAT)
 
 
 @bp.post("/cancel")
@@ -93,7 +93,7 @@ def reserve() -> Response:
 )
 @auth.caller_required(names_user=True)
 def cancel() -> Response:
-    return _change_seat(queries.CANCEL_SEAT)
+    return _change_seat("cancel", queries.CANCEL_SEAT)
 
 
 @bp.get("/<id:booking_id>")

@@ -72,9 +72,8 @@ DB_ERRORS = Counter(
 )
 
 
-def record_outcome(status: int, body: dict, replayed: bool) -> None:
+def record_outcome(action: str, status: int, body: dict, replayed: bool) -> None:
     """Count what a reserve or cancel did; called with the booking function's result."""
-    action = request.endpoint.rpartition(".")[2] if request.endpoint else "unknown"
     if replayed:
         BOOKINGS_REPLAYED.labels(action).inc()
     elif status == 201:
@@ -90,25 +89,24 @@ def _start_timer() -> None:
 
 
 def _record_request(response: Response) -> Response:
-    method = request.method if request.method in METHODS else "other"
-    rule = request.url_rule.rule if request.url_rule else None
-    _requests_counted(method, rule, response.status_code).inc()
+    method = request.method
+    if method not in METHODS:
+        method = "other"
+    rule = request.url_rule
+    counted, timed = _series(method, rule.rule if rule else None, response.status_code)
+    counted.inc()
     started = g.pop("metrics_started", None)
     if started is not None:
-        _latency_observed(method, rule).observe(time.perf_counter() - started)
+        timed.observe(time.perf_counter() - started)
     return response
 
 
 # The series of a request, looked up once per process: the labels are few (methods, URL
 # rules, statuses), and .labels() on every request costs more than the count itself.
 @functools.cache
-def _requests_counted(method: str, rule: str | None, status: int) -> Counter:
-    return REQUESTS.labels(method, _route(rule), str(status))
-
-
-@functools.cache
-def _latency_observed(method: str, rule: str | None) -> Histogram:
-    return LATENCY.labels(method, _route(rule))
+def _series(method: str, rule: str | None, status: int) -> tuple[Counter, Histogram]:
+    route = _route(rule)
+    return REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route)
 
 
 def _route(rule: str | None) -> str:
