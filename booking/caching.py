@@ -21,6 +21,7 @@ def cacheable(response: Response) -> Response:
     response.headers["Cache-Control"] = CACHE_CONTROL
     etag = generate_etag(response.get_data())
     response.set_etag(etag)
-    if request.if_none_match.contains_weak(etag):
+    # Most reads send no If-None-Match: the header is parsed only when there is one.
+    if "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains_weak(etag):
         response.status_code = 304  # werkzeug then sends no body and no Content-* headers
     return response
