@@ -125,6 +125,11 @@ class GunicornLogger(glogging.Logger):
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 handler.setFormatter(JsonFormatter())
+        # A file or stdout (accesslog), as deploy and `make run` have it, is written to
+        # directly; anything else an operator configures (syslog, logconfig) gets records.
+        self.access_streams = all(
+            isinstance(handler, logging.StreamHandler) for handler in self.access_log.handlers
+        )
 
     def access(self, resp, req, environ, request_time) -> None:
         """One line per request, of the few fields it shows, written straight to the access
@@ -150,6 +155,9 @@ class GunicornLogger(glogging.Logger):
         rid = _last_header(resp.headers, REQUEST_ID_HEADER) or _last_header(
             req.headers, REQUEST_ID_HEADER
         )
+        if not self.access_streams:
+            self.access_log.info("request", extra={"fields": fields, "request_id": rid})
+            return
         line = json_line(time.time(), "INFO", self.access_log.name, "request", rid, fields)
         for handler in self.access_log.handlers:
             # What StreamHandler.emit does with a formatted record; gunicorn reopens

@@ -4,11 +4,15 @@ gunicorn and nginx in test_deploy_nginx.py."""
 import json
 import logging
 import re
+import socket
 import sys
+from datetime import timedelta
+from types import SimpleNamespace
 
+from gunicorn.config import Config as GunicornConfig
 from support import EVENTS
 
-from booking.logs import JsonFormatter
+from booking.logs import GunicornLogger, JsonFormatter
 
 
 def test_request_id_is_made_when_missing(client):
@@ -61,3 +65,40 @@ def test_terminal_colours_never_reach_the_json_log():
     record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, coloured, None, None)
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "WARNING: This is a development server."
+
+
+def access_line(tmp_path, **settings) -> tuple[GunicornLogger, SimpleNamespace, dict]:
+    """A GunicornLogger as gunicorn.conf.py sets it up, and one request for its access()."""
+    cfg = GunicornConfig()
+    cfg.set("accesslog", str(tmp_path / "access.log"))
+    cfg.set("errorlog", str(tmp_path / "error.log"))
+    for name, value in settings.items():
+        cfg.set(name, value)
+    response = SimpleNamespace(status="201 CREATED", sent=17, headers=[("X-Request-ID", "r-1")])
+    request = SimpleNamespace(headers=[])
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/bookings/reserve"}
+    return GunicornLogger(cfg), SimpleNamespace(response=response, request=request), environ
+
+
+def test_access_lines_go_straight_to_the_file(tmp_path):
+    logger, exchange, environ = access_line(tmp_path)
+    logger.access(exchange.response, exchange.request, environ, timedelta(milliseconds=2))
+    entry = json.loads((tmp_path / "access.log").read_text())
+    assert entry["logger"] == "gunicorn.access" and entry["request_id"] == "r-1"
+    assert (entry["status"], entry["path"], entry["duration_ms"]) == (201, environ["PATH_INFO"], 2)
+
+
+def test_access_lines_reach_a_syslog_handler_too(tmp_path):
+    """A handler that is not a stream (gunicorn's --log-syslog) is given records."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    port = receiver.getsockname()[1]
+    logger, exchange, environ = access_line(
+        tmp_path, syslog=True, syslog_addr=f"udp://127.0.0.1:{port}"
+    )
+    logger.access(exchange.response, exchange.request, environ, timedelta(milliseconds=2))
+    datagram = receiver.recv(65536).decode()
+    receiver.close()
+    assert '"request_id": "r-1"' in datagram and '"status": 201' in datagram
+    assert json.loads((tmp_path / "access.log").read_text())["request_id"] == "r-1"
