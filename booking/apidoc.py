@@ -51,7 +51,13 @@ def with_headers(response: dict, **headers: str) -> dict:
     return {**response, "headers": {**response.get("headers", {}), **named}}
 
 
+def rate_limited(description: str) -> dict:
+    """A 429 rate_limited, with the Retry-After header."""
+    return with_headers(error(description, "rate_limited"), **{"Retry-After": "RetryAfter"})
+
+
 # The responses several routes share.
+RATE_LIMITED = rate_limited("Rate limited (when RATE_LIMIT is set).")
 INTERNAL_ERROR = error("Unexpected failure; details only in the log.", "internal_error")
 DB_UNAVAILABLE = error("PostgreSQL cannot be reached.", "db_unavailable")
 TOO_LARGE = error("The body is over the size limit.", "payload_too_large")

@@ -212,12 +212,8 @@ ADMIN_REFUSALS = {
         **{"WWW-Authenticate": "WWWAuthenticate"},
     ),
     403: apidoc.error("No ADMIN_TOKEN is configured.", "admin_disabled"),
-    429: apidoc.with_headers(
-        apidoc.error(
-            "Too many wrong tokens from this client (ADMIN_FAILURE_LIMIT, see booking.limits).",
-            "rate_limited",
-        ),
-        **{"Retry-After": "RetryAfter"},
+    429: apidoc.rate_limited(
+        "Too many wrong tokens from this client (ADMIN_FAILURE_LIMIT, see booking.limits)."
     ),
 }
 
@@ -239,10 +235,7 @@ CALLER_REFUSALS = {
     ),
     # The lookup too draws on the caller's budget (booking.limits); reserve and cancel
     # describe their own 429.
-    429: apidoc.with_headers(
-        apidoc.error("Rate limited (when RATE_LIMIT is set).", "rate_limited"),
-        **{"Retry-After": "RetryAfter"},
-    ),
+    429: apidoc.RATE_LIMITED,
     503: apidoc.error(
         "PostgreSQL cannot be reached, or the identity provider's keys cannot be fetched.",
         "db_unavailable",

@@ -27,10 +27,7 @@ SEAT_CHANGE_RESPONSES = {
         "validation_error",
         "idempotency_key_reused",
     ),
-    429: apidoc.with_headers(
-        apidoc.error("Rate limited (when RATE_LIMIT is set).", "rate_limited"),
-        **{"Retry-After": "RetryAfter"},
-    ),
+    429: apidoc.RATE_LIMITED,
 }
 
 
