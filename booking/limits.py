@@ -79,9 +79,11 @@ class RouteLimiter(Limiter):
 
     def limit_methods(self, blueprint: Blueprint, methods: list[str]) -> None:
         """Run the hooks for these methods of the blueprint (after declaring its limit)."""
-        if blueprint.name not in self.limited:
-            self._hook_into(blueprint.name, self.limited.setdefault(blueprint.name, set()))
-        self.limited[blueprint.name].update(methods)
+        limited = self.limited.get(blueprint.name)
+        if limited is None:
+            limited = self.limited[blueprint.name] = set()
+            self._hook_into(blueprint.name, limited)
+        limited.update(methods)
 
     def _hook_into(self, blueprint: str, methods: set[str]) -> None:
         check, add_headers, release = self.hooks

@@ -163,7 +163,7 @@ class GunicornLogger(glogging.Logger):
             # What StreamHandler.emit does with a formatted record; gunicorn reopens
             # these streams on SIGUSR1, so a rotated file keeps getting the lines.
             with handler.lock:
-                handler.stream.write(line + "\n")
+                handler.stream.write(line + handler.terminator)
                 handler.flush()
 
 
