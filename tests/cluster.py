@@ -24,7 +24,15 @@ from pathlib import Path
 
 import psycopg2
 import requests
-from support import ROOT, free_port, is_outcome, session_from, skip_or_fail, wait_for
+from support import (
+    ROOT,
+    ClientThreads,
+    free_port,
+    is_outcome,
+    session_from,
+    skip_or_fail,
+    wait_for,
+)
 
 RESERVE = "/api/bookings/reserve"
 # The user PostgreSQL runs as when the tests run as root (initdb refuses root).
@@ -281,13 +289,15 @@ class Booking:
         return done[-1] if done else None
 
 
-class Load:
+class Load(ClientThreads):
     """Client threads booking seats, each retrying its booking with the same key (after a
     short back-off) until it has a business answer, then moving on to the next one."""
 
     BACKOFF_S = 0.2
     GIVE_UP_S = 300
     TIMEOUT_S = 30
+    # stop() lets every client retry the booking in hand to an answer.
+    JOIN_TIMEOUT_S = GIVE_UP_S + TIMEOUT_S
 
     def __init__(
         self, url: str, event_ids: list[int], clients: int, sources: list[str] | None = None
@@ -299,43 +309,22 @@ class Load:
         self.lock = threading.Lock()
         self.bookings: list[Booking] = []
         self.violations: list[str] = []
-        self.stop_flag = threading.Event()
-        self.threads = [
-            threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(clients)
-        ]
-
-    def __enter__(self) -> "Load":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Let every client finish (retry to an answer) the booking in hand."""
-        self.stop_flag.set()
-        for thread in self.threads:
-            thread.join(timeout=self.GIVE_UP_S + self.TIMEOUT_S)
+        super().__init__(clients)
 
     def violation(self, message: str) -> None:
         with self.lock:
             self.violations.append(message)
 
-    def _client(self, n: int) -> None:
+    def client(self, n: int) -> None:
         rng = random.Random(n)
-        try:
-            session = session_from(self.sources[n]) if self.sources else requests.Session()
-            with session:
-                while not self.stop_flag.is_set():
-                    # A small pool of users per client: some bookings are repeats (409).
-                    booking = Booking(rng.choice(self.event_ids), f"c{n}-u{rng.randrange(300)}")
-                    with self.lock:
-                        self.bookings.append(booking)
-                    self._settle(session, booking)
-        except Exception as exc:  # a client that dies would silently stop checking
-            self.violation(f"client {n} crashed: {exc!r}")
-            raise
+        session = session_from(self.sources[n]) if self.sources else requests.Session()
+        with session:
+            while not self.stop_flag.is_set():
+                # A small pool of users per client: some bookings are repeats (409).
+                booking = Booking(rng.choice(self.event_ids), f"c{n}-u{rng.randrange(300)}")
+                with self.lock:
+                    self.bookings.append(booking)
+                self._settle(session, booking)
 
     def _settle(self, session: requests.Session, booking: Booking) -> None:
         give_up = time.monotonic() + self.GIVE_UP_S

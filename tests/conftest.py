@@ -157,13 +157,14 @@ def fault_gunicorn(private_pg, start_gunicorn) -> Iterator[Callable[..., Gunicor
 
 
 @pytest.fixture
-def key_prefix() -> Iterator[str]:
-    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+def shared_redis() -> Iterator[dict[str, str]]:
+    """The environment that counts rate limits in the machine's Redis under a key prefix of
+    this test's own; its keys are deleted afterwards."""
     with socket.socket() as sock:
         if sock.connect_ex(("127.0.0.1", 6379)) != 0:
             skip_or_fail("Redis is not running on 127.0.0.1:6379")
     prefix = f"booking-test-{uuid.uuid4().hex[:12]}"
-    yield prefix
+    yield {"RATELIMIT_STORAGE_URI": SHARED_REDIS, "RATELIMIT_KEY_PREFIX": prefix}
     client = redis.Redis.from_url(SHARED_REDIS)
     for key in client.scan_iter(match=f"*{prefix}*"):
         client.delete(key)

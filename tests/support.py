@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import psycopg2
 import pytest
@@ -54,7 +55,7 @@ ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 # The machine's Redis, shared by the tests that need one budget across workers; each uses a
-# key prefix of its own (the key_prefix fixture).
+# key prefix of its own (the shared_redis fixture).
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
 # nginx and PgBouncer drop root privileges: as root, their files must be readable by this.
@@ -620,36 +621,59 @@ class Ledger:
         )
 
 
-class Traffic:
+class ClientThreads:
+    """Client threads, run from `with` until it ends; a client that crashes is reported as a
+    violation, for a client that dies would silently stop checking."""
+
+    JOIN_TIMEOUT_S = 60
+
+    def __init__(self, clients: int) -> None:
+        self.stop_flag = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)
+        ]
+
+    def __enter__(self) -> Self:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Let every client finish what it has in hand."""
+        self.stop_flag.set()
+        for thread in self.threads:
+            thread.join(timeout=self.JOIN_TIMEOUT_S)
+
+    def _run(self, n: int) -> None:
+        try:
+            self.client(n)
+        except Exception as exc:
+            self.violation(f"client {n} crashed: {exc!r}")
+            raise
+
+    def client(self, n: int) -> None:
+        raise NotImplementedError
+
+    def violation(self, message: str) -> None:
+        raise NotImplementedError
+
+
+class Traffic(ClientThreads):
     """Client threads booking seats for fresh users, each request with its own key."""
 
     def __init__(self, url: str, ledger: Ledger, event_ids: list[int], threads: int) -> None:
         self.url = url
         self.ledger = ledger
         self.event_ids = event_ids
-        self.stop_flag = threading.Event()
-        self.threads = [
-            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)
-        ]
+        super().__init__(threads)
 
-    def __enter__(self) -> "Traffic":
-        for thread in self.threads:
-            thread.start()
-        return self
+    def violation(self, message: str) -> None:
+        self.ledger.violation(message)
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop_flag.set()
-        for thread in self.threads:
-            thread.join(timeout=60)
-
-    def _run(self, n: int) -> None:
-        try:
-            self._book(n)
-        except Exception as exc:  # a client that dies would silently stop checking
-            self.ledger.violation(f"client {n} crashed: {exc!r}")
-            raise
-
-    def _book(self, n: int) -> None:
+    def client(self, n: int) -> None:
         with requests.Session() as session:
             i = 0
             while not self.stop_flag.is_set():

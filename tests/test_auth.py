@@ -38,7 +38,6 @@ from support import (
     EVENTS,
     RESERVE,
     ROOT,
-    SHARED_REDIS,
     log_entries,
     overlap,
     wait_for,
@@ -401,7 +400,7 @@ def test_over_http_a_caller_books_and_others_cannot_see_it(auth_server, rsa_key,
 def test_rate_limit_counts_per_caller_across_workers(
     start_gunicorn,
     jwks_server,
-    key_prefix,
+    shared_redis,
     rsa_key,
     event_id,
 ):
@@ -410,8 +409,7 @@ def test_rate_limit_counts_per_caller_across_workers(
         env={
             **auth_env(jwks_server),
             "RATE_LIMIT": f"{limit}/minute",
-            "RATELIMIT_STORAGE_URI": SHARED_REDIS,
-            "RATELIMIT_KEY_PREFIX": key_prefix,
+            **shared_redis,
         },
         workers=3,
     )

@@ -14,7 +14,6 @@ from support import (
     CANCEL,
     EVENTS,
     RESERVE,
-    SHARED_REDIS,
     log_entries,
     overlap,
     session_from,
@@ -99,13 +98,12 @@ def test_a_hanging_redis_does_not_hang_bookings(config, make_event):
 # Real gunicorn workers sharing one Redis.
 
 
-def test_redis_budget_is_shared_by_all_workers(start_gunicorn, key_prefix, make_event, sql):
+def test_redis_budget_is_shared_by_all_workers(start_gunicorn, shared_redis, make_event, sql):
     limit = 10
     server = start_gunicorn(
         env={
             "RATE_LIMIT": f"{limit}/minute",
-            "RATELIMIT_STORAGE_URI": SHARED_REDIS,
-            "RATELIMIT_KEY_PREFIX": key_prefix,
+            **shared_redis,
         },
         workers=5,
     )
@@ -129,13 +127,12 @@ def test_redis_budget_is_shared_by_all_workers(start_gunicorn, key_prefix, make_
     assert len({e["pid"] for e in served}) > 1
 
 
-def test_spoofed_forwarded_for_does_not_escape_the_limit(start_gunicorn, key_prefix, make_event):
+def test_spoofed_forwarded_for_does_not_escape_the_limit(start_gunicorn, shared_redis, make_event):
     limit = 5
     server = start_gunicorn(
         env={
             "RATE_LIMIT": f"{limit}/minute",
-            "RATELIMIT_STORAGE_URI": SHARED_REDIS,
-            "RATELIMIT_KEY_PREFIX": key_prefix,
+            **shared_redis,
             "TRUSTED_PROXIES": "1",
         },
         workers=5,
@@ -197,14 +194,13 @@ def test_bookings_go_on_when_redis_dies(start_gunicorn, make_event, sql):
         redis_server.stop()
 
 
-def test_ipv6_clients_are_counted_per_64(start_gunicorn, key_prefix, make_event):
+def test_ipv6_clients_are_counted_per_64(start_gunicorn, shared_redis, make_event):
     """The test plays the one trusted proxy, telling gunicorn which client it saw."""
     limit = 3
     server = start_gunicorn(
         env={
             "RATE_LIMIT": f"{limit}/minute",
-            "RATELIMIT_STORAGE_URI": SHARED_REDIS,
-            "RATELIMIT_KEY_PREFIX": key_prefix,
+            **shared_redis,
             "TRUSTED_PROXIES": "1",
         },
         workers=2,
@@ -225,11 +221,11 @@ def test_ipv6_clients_are_counted_per_64(start_gunicorn, key_prefix, make_event)
     assert from_client("192.0.2.2", "neighbour") == 201
 
 
-def test_wrong_admin_tokens_are_limited_per_client(start_gunicorn, key_prefix, sql):
+def test_wrong_admin_tokens_are_limited_per_client(start_gunicorn, shared_redis, sql):
     """10 failures a minute per client (booking.limits), counted in Redis across workers;
     the right token from another address goes through all along."""
     server = start_gunicorn(
-        env={"RATELIMIT_STORAGE_URI": SHARED_REDIS, "RATELIMIT_KEY_PREFIX": key_prefix},
+        env=shared_redis,
         workers=3,
     )
     url = f"{server.url}/api/events"
