@@ -61,6 +61,9 @@ RATE_LIMITED = rate_limited("Rate limited (when RATE_LIMIT is set).")
 INTERNAL_ERROR = error("Unexpected failure; details only in the log.", "internal_error")
 DB_UNAVAILABLE = error("PostgreSQL cannot be reached.", "db_unavailable")
 TOO_LARGE = error("The body is over the size limit.", "payload_too_large")
+# Refused by gunicorn before any route (booking.gunicorn_errors): any request may get these.
+URI_TOO_LONG = error("The request line is over 4 KiB.", "uri_too_long")
+HEADERS_TOO_LARGE = error("Over 100 header fields, or one over 8 KiB.", "headers_too_large")
 # A cacheable read (booking.caching): its 200 carries these, and If-None-Match may get a 304.
 CACHE_HEADERS = {"Cache-Control": "CacheControl", "ETag": "ETag"}
 NOT_MODIFIED = {
@@ -115,6 +118,8 @@ class Operation:
             shared["422"] = INVALID
         if self.database:
             shared["503"] = DB_UNAVAILABLE
+        shared["414"] = URI_TOO_LONG
+        shared["431"] = HEADERS_TOO_LARGE
         shared["500"] = INTERNAL_ERROR
         securities = self.securities(config)
         refusals = {status: answer for s in securities for status, answer in s.responses.items()}
