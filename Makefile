@@ -79,7 +79,7 @@ format: install ## Fix style and formatting with ruff
 	$(BIN)/ruff format .
 
 stop: ## Stop the embedded PostgreSQL; its data in .data/ stays
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m booking.embedded stop; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m booking.db.embedded stop; fi
 
 clean: stop ## Stop the embedded PostgreSQL and delete .venv, .data and every cache
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-# --- Metrics across workers (booking/metrics.py) ------------------------------------------
+# --- Metrics across workers (booking/ops/metrics.py) ------------------------------------------
 # Each worker writes its Prometheus samples under PROMETHEUS_MULTIPROC_DIR and GET /metrics
 # sums them. The directory must be set before booking is imported (prometheus_client picks
 # its storage then, and the workers inherit that choice) and start empty, or the counters
@@ -66,14 +66,15 @@ forwarded_allow_ips = ""
 control_socket_disable = True
 
 # Access log on stdout, gunicorn's own lines on stderr: both one JSON object a line, with
-# the request id (booking/logs.py).
+# the request id (booking/ops/logs.py).
 accesslog = "-"
 errorlog = "-"
-logger_class = "booking.logs.GunicornLogger"
+logger_class = "booking.ops.logs.GunicornLogger"
 
 
 def on_starting(server):
-    from booking import auth, gunicorn_errors
+    from booking.auth import policy as auth
+    from booking.ops import gunicorn_hooks
 
     # Said once, by the arbiter: an open service must not be a surprise.
     auth.log_mode(app_config, server.log)
@@ -82,7 +83,7 @@ def on_starting(server):
     refuse_forgeable_forwarding(app_config, server.cfg.address)
 
     # Requests gunicorn rejects itself are answered in JSON like every other error.
-    gunicorn_errors.install()
+    gunicorn_hooks.install()
 
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     metrics_dir.mkdir(parents=True, exist_ok=True)
@@ -101,15 +102,15 @@ def when_ready(server):
 
 
 def pre_request(worker, req):
-    from booking import gunicorn_errors
+    from booking.ops import gunicorn_hooks
 
     # Before the header lines are joined into the WSGI environ: a repeated
     # Idempotency-Key is refused in JSON, 422.
-    gunicorn_errors.refuse_repeated_headers(req)
+    gunicorn_hooks.refuse_repeated_headers(req)
 
 
 def child_exit(server, worker):
-    from booking import metrics
+    from booking.ops import metrics
 
     # Its counters and histograms go into the archive files; its live gauges go.
     metrics.merge_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)

@@ -1,6 +1,6 @@
 """The floor: the service's stack and SQL with none of its extras, for `make bench`.
 
-Flask and psycopg2 sending the service's own statements (booking/queries.py), served by
+Flask and psycopg2 sending the service's own statements (booking/db/queries.py), served by
 gunicorn with the service's settings and worker count (bench/floor.gunicorn.conf.py). What
 a new user would write first: no validation, logging, metrics, request ids, rate limit or
 client-side deadline, one autocommit connection per worker. `make bench` measures the
@@ -12,7 +12,7 @@ import os
 import psycopg2
 from flask import Flask, Response, jsonify, request
 
-from booking import queries
+from booking.db import queries
 
 app = Flask(__name__)
 

@@ -1,4 +1,4 @@
-"""What checking a caller's token costs a request: booking.auth's Verifier, in process.
+"""What checking a caller's token costs a request: booking.auth.keys.Verifier, in process.
 
 Two cases for RS256 and ES256: the key already cached by the worker (every request but the
 first), and a refetch of the key set from a local JWKS server before each check (the first
@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tests' own identity provider
 
 from jwks import AUDIENCE, ISSUER, JwksServer, SigningKey  # noqa: E402
 
-from booking.auth import Verifier  # noqa: E402
+from booking.auth.keys import Verifier  # noqa: E402
 from booking.config import Config  # noqa: E402
 
 RUNS = 15

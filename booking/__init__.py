@@ -5,10 +5,13 @@ from collections.abc import Callable
 from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from booking import auth, bookings, cli, events, health, limits, logs, metrics, openapi, routing
+from booking.auth import policy as auth
 from booking.config import Config
 from booking.db import Database, database_url
-from booking.errors import register_error_handlers
+from booking.http import limits, openapi, routing
+from booking.http.errors import register_error_handlers
+from booking.ops import cli, logs, metrics
+from booking.resources import bookings, events, health
 
 
 class BookingApp(Flask):

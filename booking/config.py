@@ -73,13 +73,13 @@ def check_auth(jwks_url: str | None, issuer: str | None, audience: str | None) -
 
 @dataclass(frozen=True)
 class Config:
-    # None means: use the embedded PostgreSQL under .data/ (see booking.embedded).
+    # None means: use the embedded PostgreSQL under .data/ (see booking.db.embedded).
     database_url: str | None = None
     # None means: the admin routes answer 403 admin_disabled.
     admin_token: str | None = None
     # None means: no rate limit.
     rate_limit: str | None = None
-    # Wrong admin tokens allowed per client before 429 (see booking.limits).
+    # Wrong admin tokens allowed per client before 429 (see booking.http.limits).
     admin_failure_limit: str = "10/minute;100/hour"
     ratelimit_storage_uri: str = "memory://"
     # Keeps this service's counters apart from others sharing the same Redis.
@@ -92,7 +92,7 @@ class Config:
     db_statement_timeout_ms: int = 5000
     db_connect_timeout_s: int = 3
     data_dir: str = ".data"
-    # Set by gunicorn.conf.py: where every worker writes its metrics (see booking.metrics).
+    # Set by gunicorn.conf.py: where every worker writes its metrics (see booking.ops.metrics).
     prometheus_multiproc_dir: str | None = None
     # Gunicorn's (gunicorn.conf.py): where it listens, and its workers. 127.0.0.1 keeps a
     # development server private; deploy/booking.service sets what production needs.
@@ -104,7 +104,7 @@ class Config:
     gunicorn_graceful_timeout: int = 30
     # Each worker is replaced after this many requests (give or take a tenth).
     gunicorn_max_requests: int = 2000
-    # Caller authentication (booking.auth): all three set, or none (callers not authenticated).
+    # Caller authentication (booking.auth.policy): all three set, or none (callers not authenticated).
     auth_jwks_url: str | None = None
     auth_issuer: str | None = None
     auth_audience: str | None = None

@@ -38,9 +38,8 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from booking import embedded
-from booking.db import create_database
-from booking.queries import EVENT_LOCK_NAMESPACE
+from booking.db import create_database, embedded
+from booking.db.queries import EVENT_LOCK_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

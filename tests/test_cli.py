@@ -6,10 +6,10 @@ import psycopg2
 import pytest
 
 from booking import create_app
-from booking.cli import SEED_EVENTS
 from booking.config import Config
 from booking.db import create_database, drop_database
-from booking.migrations import apply_migrations, rollback_migrations
+from booking.db.migrations import apply_migrations, rollback_migrations
+from booking.ops.cli import SEED_EVENTS
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ import psycopg2
 import pytest
 from support import EVENTS, RESERVE
 
-from booking import create_app, embedded
+from booking import create_app
 from booking.config import Config
-from booking.migrations import apply_migrations
+from booking.db import embedded
+from booking.db.migrations import apply_migrations
 
 
 @pytest.fixture(scope="module")

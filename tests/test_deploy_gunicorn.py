@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from support import RESERVE, log_entries, post_json, wait_for
 
-from booking.queries import EVENT_LOCK_NAMESPACE
+from booking.db.queries import EVENT_LOCK_NAMESPACE
 
 
 def test_reload_under_load_loses_no_request(start_gunicorn, make_event, sql):

@@ -9,7 +9,7 @@ from support import RESERVE, post_json, skip_or_fail, start_pgbouncer
 from test_bookings import test_200_users_race_for_50_seats  # noqa: F401
 
 from booking.db import create_database, drop_database
-from booking.queries import EVENT_LOCK_NAMESPACE
+from booking.db.queries import EVENT_LOCK_NAMESPACE
 
 # The machine's PostgreSQL: PgBouncer reaches it over TCP, as in a deployment.
 BACKEND = "postgresql://postgres@127.0.0.1:5432/postgres"

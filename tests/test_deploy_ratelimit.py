@@ -222,7 +222,7 @@ def test_ipv6_clients_are_counted_per_64(start_gunicorn, shared_redis, make_even
 
 
 def test_wrong_admin_tokens_are_limited_per_client(start_gunicorn, shared_redis, sql):
-    """10 failures a minute per client (booking.limits), counted in Redis across workers;
+    """10 failures a minute per client (booking.http.limits), counted in Redis across workers;
     the right token from another address goes through all along."""
     server = start_gunicorn(
         env=shared_redis,

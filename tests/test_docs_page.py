@@ -13,7 +13,7 @@ from support import skip_or_fail
 
 from booking import create_app
 from booking.config import Config
-from booking.openapi import build_spec
+from booking.http.openapi import build_spec
 
 PATHS = list(build_spec(create_app(Config(database_url="postgresql://127.0.0.1:1/x")))["paths"])
 

@@ -13,7 +13,7 @@ import requests
 from marshmallow import ValidationError
 from support import ADMIN
 
-from booking.schemas import EventCreateSchema
+from booking.http.schemas import EventCreateSchema
 
 REFUSED = {
     "zero-width space": "\u200b",
@@ -67,7 +67,7 @@ def schema_refuses(name: str) -> bool:
 
 
 def test_every_format_character_of_this_python_is_refused():
-    """A newer Unicode may add format characters: the list in booking.schemas must follow."""
+    """A newer Unicode may add format characters: the list in booking.http.schemas must follow."""
     format_chars = [
         chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"
     ]

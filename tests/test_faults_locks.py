@@ -24,7 +24,7 @@ from support import (
     wait_for,
 )
 
-from booking.queries import EVENT_LOCK_NAMESPACE
+from booking.db.queries import EVENT_LOCK_NAMESPACE
 
 WORKERS = 3
 

@@ -198,7 +198,7 @@ def test_purge_removes_only_expired_keys(app, make_event, sql, key):
 
 
 def test_purge_works_in_batches(app, database_url, sql, key):
-    from booking.idempotency import purge_expired
+    from booking.http.idempotency import purge_expired
 
     sql(
         "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)"

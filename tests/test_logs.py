@@ -1,4 +1,4 @@
-"""Request ids and JSON log lines (booking/logs.py); end to end they are checked through
+"""Request ids and JSON log lines (booking/ops/logs.py); end to end they are checked through
 gunicorn and nginx in test_deploy_nginx.py."""
 
 import json
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from gunicorn.config import Config as GunicornConfig
 from support import EVENTS
 
-from booking.logs import GunicornLogger, JsonFormatter
+from booking.ops.logs import GunicornLogger, JsonFormatter
 
 
 def test_request_id_is_made_when_missing(client):

@@ -150,6 +150,6 @@ def test_make_help_lists_every_target_in_one_line():
 
 
 def test_stopping_a_stopped_embedded_postgresql_is_one_plain_line(tmp_path):
-    result = run([sys.executable, "-m", "booking.embedded", "stop"], DATA_DIR=str(tmp_path))
+    result = run([sys.executable, "-m", "booking.db.embedded", "stop"], DATA_DIR=str(tmp_path))
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == f"the embedded PostgreSQL under {tmp_path}/ is not running\n"

@@ -16,7 +16,7 @@ from support import free_port
 from booking import create_app
 from booking.config import Config
 from booking.db import create_database, drop_database
-from booking.migrations import rollback_migrations
+from booking.db.migrations import rollback_migrations
 
 
 def several_hosts(url: str, first_port: int | None = None) -> str:

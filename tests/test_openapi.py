@@ -11,7 +11,7 @@ from support import ADMIN, CANCEL, EVENTS, RESERVE
 
 from booking import create_app
 from booking.config import Config
-from booking.openapi import build_spec
+from booking.http.openapi import build_spec
 
 # The spec as the code builds it (no database needed): it names the operations to fuzz.
 SPEC = build_spec(create_app(Config(database_url="postgresql://127.0.0.1:1/unused")))

@@ -30,9 +30,10 @@ import psycopg2.extensions
 import psycopg2.sql
 from flask import current_app
 
-from booking import metrics, queries
 from booking.config import EMBEDDED_HINT, Config, redacted
-from booking.migrations import apply_migrations
+from booking.db import queries
+from booking.db.migrations import apply_migrations
+from booking.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def database_url(config: Config) -> str:
     """DATABASE_URL, or the embedded PostgreSQL's URL when it is unset."""
     if config.database_url:
         return config.database_url
-    from booking import embedded  # pgserver is only needed when DATABASE_URL is unset
+    from booking.db import embedded  # pgserver is only needed when DATABASE_URL is unset
 
     return embedded.database_url(config.data_dir)
 

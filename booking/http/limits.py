@@ -1,7 +1,7 @@
 """Rate limits per client: the booking routes (when RATE_LIMIT is set) and failed admin
 attempts (always).
 
-The client is the caller's sub when callers are authenticated (booking.auth); then the
+The client is the caller's sub when callers are authenticated (booking.auth.policy); then the
 booking lookup draws on the same budget too, so booking ids cannot be walked at full speed.
 Otherwise it is the client address, and only reserve and cancel are limited.
 
@@ -22,7 +22,7 @@ from flask import Blueprint, Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from booking import auth
+from booking.auth import policy as auth
 
 # A slow or unreachable Redis must cost a booking milliseconds, not a worker timeout.
 REDIS_TIMEOUT_S = 0.5

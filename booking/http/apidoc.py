@@ -2,7 +2,7 @@
 
 Decorators in the manner of microblog-api's @body/@response/@other_responses: each records
 a part of the view's operation, from the same marshmallow schemas the view validates with;
-booking.openapi assembles them into /openapi.json with apispec. The responses routes share
+booking.http.openapi assembles them into /openapi.json with apispec. The responses routes share
 are declared here, once, and added where they apply: 500 to every route, 503 to those that
 read the database, 413 and 422 to those that take a body or a query string.
 """
@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from marshmallow import Schema
 
-from booking import schemas
+from booking.http import schemas
 
 JSON = "application/json"
 F = TypeVar("F", bound=Callable)
@@ -61,10 +61,10 @@ RATE_LIMITED = rate_limited("Rate limited (when RATE_LIMIT is set).")
 INTERNAL_ERROR = error("Unexpected failure; details only in the log.", "internal_error")
 DB_UNAVAILABLE = error("PostgreSQL cannot be reached.", "db_unavailable")
 TOO_LARGE = error("The body is over the size limit.", "payload_too_large")
-# Refused by gunicorn before any route (booking.gunicorn_errors): any request may get these.
+# Refused by gunicorn before any route (booking.ops.gunicorn_hooks): any request may get these.
 URI_TOO_LONG = error("The request line is over 4 KiB.", "uri_too_long")
 HEADERS_TOO_LARGE = error("Over 100 header fields, or one over 8 KiB.", "headers_too_large")
-# A cacheable read (booking.caching): its 200 carries these, and If-None-Match may get a 304.
+# A cacheable read (booking.http.caching): its 200 carries these, and If-None-Match may get a 304.
 CACHE_HEADERS = {"Cache-Control": "CacheControl", "ETag": "ETag"}
 NOT_MODIFIED = {
     "description": "The body the client holds (If-None-Match) is still current; no body.",
@@ -147,7 +147,7 @@ class Operation:
 
 
 def _is_business_outcome(status: str) -> bool:
-    """The outcomes stored with an Idempotency-Key and replayed (see booking.idempotency)."""
+    """The outcomes stored with an Idempotency-Key and replayed (see booking.http.idempotency)."""
     return status.startswith("2") or status in ("404", "409")
 
 
@@ -199,7 +199,7 @@ def query(schema: type[Schema]) -> Callable[[F], F]:
 
 
 def path_id(name: str, what: str) -> Callable[[F], F]:
-    """A path id, taken by the `id` converter (booking.routing)."""
+    """A path id, taken by the `id` converter (booking.http.routing)."""
     parameter = {
         "name": name,
         "in": "path",
@@ -220,7 +220,7 @@ def idempotent(view: F) -> F:
 
 
 def cacheable(view: F) -> F:
-    """The view's 200 may be cached for a second and answers If-None-Match (booking.caching)."""
+    """The view's 200 may be cached for a second and answers If-None-Match (booking.http.caching)."""
 
     def record(operation: Operation) -> None:
         operation.cacheable = True

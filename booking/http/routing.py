@@ -11,7 +11,7 @@ from flask import Flask
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, ValidationError
 
-from booking.schemas import MAX_INT
+from booking.http.schemas import MAX_INT
 
 # The 404 code of each resource, by the name of its id in the path.
 NOT_FOUND_CODES = {"booking_id": "booking_not_found", "event_id": "event_not_found"}

@@ -2,10 +2,11 @@
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from booking import apidoc, auth, idempotency, metrics, queries
-from booking.db import get_db
-from booking.errors import ApiError
-from booking.schemas import (
+from booking.auth import policy as auth
+from booking.db import get_db, queries
+from booking.http import apidoc, idempotency
+from booking.http.errors import ApiError
+from booking.http.schemas import (
     BookingRequestSchema,
     BookingSchema,
     BookingStatusSchema,
@@ -14,6 +15,7 @@ from booking.schemas import (
     booking_request_schema,
     load_json_body,
 )
+from booking.ops import metrics
 
 bp = Blueprint("bookings", __name__, url_prefix="/api/bookings")
 

@@ -33,7 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.mmap_dict import MmapedDict
 
-from booking import apidoc
+from booking.http import apidoc
 
 bp = Blueprint("metrics", __name__)
 
@@ -149,8 +149,7 @@ class KeptRows:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         # Imported here: booking.db counts its connections with this module's metrics.
-        from booking import queries
-        from booking.db import DatabaseUnavailable, get_db
+        from booking.db import DatabaseUnavailable, get_db, queries
 
         try:
             row = get_db().fetch_one(queries.COUNT_KEPT_ROWS, (self.ttl_seconds,))

@@ -2,11 +2,11 @@
 
 from flask import Blueprint, Response, jsonify
 
-from booking import apidoc, caching, queries
-from booking.auth import admin_required
-from booking.db import Database, get_db
-from booking.errors import ApiError
-from booking.schemas import (
+from booking.auth.policy import admin_required
+from booking.db import Database, get_db, queries
+from booking.http import apidoc, caching
+from booking.http.errors import ApiError
+from booking.http.schemas import (
     EVENT_CREATE,
     EVENT_LIST_QUERY,
     AvailabilitySchema,

@@ -7,8 +7,8 @@ from gunicorn.http.errors import LimitRequestHeaders, ParseException
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from booking import routing
 from booking.db import DatabaseUnavailable
+from booking.http import routing
 
 log = logging.getLogger(__name__)
 

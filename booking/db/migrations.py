@@ -8,7 +8,7 @@ import psycopg2.extensions
 from yoyo import get_backend, read_migrations
 from yoyo.backends.base import DatabaseBackend
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 # yoyo logs every step at INFO; the commands say what they did in one line instead.
 logging.getLogger("yoyo").setLevel(logging.WARNING)

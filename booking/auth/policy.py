@@ -2,7 +2,7 @@
 
 Views declare what they need with a decorator: @admin_required (POST /api/events) or
 @caller_required (the booking routes); each also records its security scheme and its
-refusals in the view's OpenAPI description (booking.apidoc). Everything is checked before
+refusals in the view's OpenAPI description (booking.http.apidoc). Everything is checked before
 the view runs SQL, so a refused request changes nothing. With AUTH_JWKS_URL unset there is
 no caller: whoever calls may act for any user_id, as the service did before callers were
 authenticated.
@@ -11,149 +11,24 @@ authenticated.
 import functools
 import hmac
 import logging
-import math
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-import jwt
 from flask import Flask, current_app, g, request
 from flask_limiter.util import get_remote_address
 from marshmallow import ValidationError
 
-from booking import apidoc
+from booking.auth.keys import Caller, Verifier, unauthorized
 from booking.config import Config
-from booking.errors import ApiError
-from booking.schemas import user_id_field
+from booking.http import apidoc
+from booking.http.errors import ApiError
 
 log = logging.getLogger(__name__)
-
-# Asymmetric signatures only: "none" and HMAC (whose key could be the public key) never pass.
-ALGORITHMS = ["RS256", "ES256"]
-# Clock skew allowed between the provider and this host for exp and nbf.
-LEEWAY_S = 30
-# A kid not in the key set refetches it, but never more often than this per worker.
-REFETCH_INTERVAL_S = 5.0
-# Keys are fetched again after this long, so a key the provider withdrew stops working.
-KEYS_MAX_AGE_S = 300.0
-# A provider that does not answer must cost a request seconds, not a worker timeout.
-FETCH_TIMEOUT_S = 3.0
-# The scope of a trusted backend: it may act for any user_id.
-ANY_USER_SCOPE = "bookings:any-user"
 
 EXTENSION = "booking_auth"
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def unauthorized() -> ApiError:
-    return ApiError(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
-
-
-def invalid_token() -> ApiError:
-    challenge = 'Bearer error="invalid_token"'
-    return ApiError(401, "invalid_token", headers={"WWW-Authenticate": challenge})
-
-
-@dataclass(frozen=True)
-class Caller:
-    user_id: str  # the token's sub
-    any_user: bool  # a trusted backend (scope bookings:any-user)
-
-
-class KeySet:
-    """The provider's signing keys by kid, held by each worker process.
-
-    Fetched on first use and again once older than KEYS_MAX_AGE_S or when a token names a
-    kid the set lacks (a rotation), at most once per REFETCH_INTERVAL_S: a flood of made-up
-    kids costs the provider a handful of requests. A failed fetch keeps the keys held.
-    """
-
-    def __init__(self, url: str) -> None:
-        self._client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=FETCH_TIMEOUT_S)
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = -math.inf  # the last successful fetch (time.monotonic)
-        self._tried_at = -math.inf  # the last attempt
-        self._reachable = True
-        self._lock = threading.Lock()
-
-    def key(self, kid: str) -> jwt.PyJWK:
-        with self._lock:
-            stale = time.monotonic() - self._fetched_at > KEYS_MAX_AGE_S
-            if kid not in self._keys or stale:
-                self._refetch()
-            if kid in self._keys:
-                return self._keys[kid]
-            raise invalid_token() if self._reachable else ApiError(503, "auth_unavailable")
-
-    def _refetch(self) -> None:
-        now = time.monotonic()
-        if now - self._tried_at < REFETCH_INTERVAL_S:
-            return
-        self._tried_at = now
-        try:
-            keys = self._client.get_signing_keys()
-        except (jwt.PyJWTError, ValueError) as exc:  # unreachable, not JSON, no usable key
-            self._reachable = False
-            log.warning("cannot fetch the key set from AUTH_JWKS_URL: %s", exc)
-            return
-        self._keys = {key.key_id: key for key in keys}
-        self._fetched_at = now
-        self._reachable = True
-
-
-class Verifier:
-    """Turns a bearer token into a Caller, or refuses it with invalid_token."""
-
-    def __init__(self, config: Config) -> None:
-        assert config.auth_jwks_url and config.auth_issuer and config.auth_audience
-        self.keys = KeySet(config.auth_jwks_url)
-        self.issuer = config.auth_issuer
-        self.audience = config.auth_audience
-
-    def verify(self, token: str) -> Caller:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise invalid_token() from None
-        kid = header.get("kid")
-        # Checked before the key lookup, so that no such token can cause a fetch.
-        if header.get("alg") not in ALGORITHMS or not isinstance(kid, str):
-            raise invalid_token()
-        key = self.keys.key(kid)
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=ALGORITHMS,
-                issuer=self.issuer,
-                audience=self.audience,
-                leeway=LEEWAY_S,
-                options={"require": ["exp", "iss", "aud", "sub"]},
-            )
-        except jwt.PyJWTError:
-            raise invalid_token() from None
-        try:
-            # The caller's sub becomes a user_id: it must be one (non-empty, no control chars).
-            user_id = user_id_field().deserialize(claims["sub"])
-        except ValidationError:
-            raise invalid_token() from None
-        return Caller(user_id=user_id, any_user=ANY_USER_SCOPE in _scopes(claims))
-
-
-def _scopes(claims: dict[str, Any]) -> set[str]:
-    """`scope`: a space-separated string (RFC 9068); `scp`: the same, or a list (Okta, Entra)."""
-    scopes: set[str] = set()
-    for claim, may_be_list in (("scope", False), ("scp", True)):
-        value = claims.get(claim)
-        if isinstance(value, str):
-            scopes.update(value.split())
-        elif may_be_list and isinstance(value, list):
-            scopes.update(item for item in value if isinstance(item, str))
-    return scopes
 
 
 def init_app(app: Flask) -> None:
@@ -213,7 +88,7 @@ ADMIN_REFUSALS = {
     ),
     403: apidoc.error("No ADMIN_TOKEN is configured.", "admin_disabled"),
     429: apidoc.rate_limited(
-        "Too many wrong tokens from this client (ADMIN_FAILURE_LIMIT, see booking.limits)."
+        "Too many wrong tokens from this client (ADMIN_FAILURE_LIMIT, see booking.http.limits)."
     ),
 }
 
@@ -233,7 +108,7 @@ CALLER_REFUSALS = {
         ),
         **{"WWW-Authenticate": "BearerChallenge"},
     ),
-    # The lookup too draws on the caller's budget (booking.limits); reserve and cancel
+    # The lookup too draws on the caller's budget (booking.http.limits); reserve and cancel
     # describe their own 429.
     429: apidoc.RATE_LIMITED,
     503: apidoc.error(

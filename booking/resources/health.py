@@ -2,9 +2,9 @@
 
 from flask import Blueprint, Response, jsonify
 
-from booking import apidoc, queries
-from booking.db import DatabaseUnavailable, get_db
-from booking.schemas import NotReadySchema, StatusSchema
+from booking.db import DatabaseUnavailable, get_db, queries
+from booking.http import apidoc
+from booking.http.schemas import NotReadySchema, StatusSchema
 
 bp = Blueprint("health", __name__)
 

@@ -10,8 +10,7 @@ import json
 from flask import request
 from marshmallow import ValidationError
 
-from booking import queries
-from booking.db import Database
+from booking.db import Database, queries
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255

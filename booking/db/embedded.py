@@ -55,7 +55,7 @@ def start(data_dir: str | Path) -> None:
 
 
 if __name__ == "__main__":
-    # `python -m booking.embedded stop`: make stop and make clean. No app is created, so
+    # `python -m booking.db.embedded stop`: make stop and make clean. No app is created, so
     # nothing starts the server just to stop it.
     from booking.config import Config
 

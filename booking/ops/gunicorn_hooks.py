@@ -4,7 +4,7 @@ Gunicorn rejects a request it cannot parse (a control character in a header valu
 request line, too many headers) before the application sees it, and writes an HTML page.
 The contract promises a JSON body for every failure, so gunicorn's error writer is
 replaced by one that answers like the application: a malformed request is bad input,
-422 validation_error, as a malformed body is (see booking.errors).
+422 validation_error, as a malformed body is (see booking.http.errors).
 
 Gunicorn also joins a header sent twice into one value ("a,b"), after which the
 application cannot tell two Idempotency-Keys from one key with a comma: those are refused
@@ -16,7 +16,7 @@ import json
 from gunicorn import util
 from gunicorn.http.errors import InvalidHeader
 
-from booking.errors import HTTP_ERROR_CODES
+from booking.http.errors import HTTP_ERROR_CODES
 
 
 def write_json_error(sock: object, status: int, reason: str, message: str) -> None:

@@ -1,4 +1,4 @@
-"""GET /openapi.json and GET /docs: the descriptions on the views (booking.apidoc), assembled.
+"""GET /openapi.json and GET /docs: the descriptions on the views (booking.http.apidoc), assembled.
 
 Paths come from the app's URL map and each operation from its view, so a route whose view
 has no description makes the spec fail to build, and the tests with it, instead of
@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_di
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
-from booking import apidoc, idempotency, schemas
+from booking.http import apidoc, idempotency, schemas
 
 bp = Blueprint("openapi", __name__)
 
@@ -112,7 +112,7 @@ def _paths(app: Flask) -> dict[str, dict[str, dict]]:
 
 
 def _security_schemes(app: Flask) -> dict[str, dict]:
-    """The security schemes the views need in the app's configuration (booking.auth)."""
+    """The security schemes the views need in the app's configuration (booking.auth.policy)."""
     config = app.config["BOOKING"]
     schemes = {}
     for view in app.view_functions.values():

@@ -17,11 +17,11 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
-from booking import idempotency, queries
-from booking.db import DatabaseUnavailable, connection_problem, get_db
-from booking.events import create_event, list_events
-from booking.migrations import apply_migrations, rollback_migrations
-from booking.schemas import EVENT_CREATE
+from booking.db import DatabaseUnavailable, connection_problem, get_db, queries
+from booking.db.migrations import apply_migrations, rollback_migrations
+from booking.http import idempotency
+from booking.http.schemas import EVENT_CREATE
+from booking.resources.events import create_event, list_events
 
 P = ParamSpec("P")
 R = TypeVar("R")
