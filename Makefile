@@ -43,8 +43,8 @@ $(VENV)/.interpreter: FORCE
 
 FORCE:
 
-run: migrate seed ## Serve the API with gunicorn on 127.0.0.1:$PORT (HOST=0.0.0.0 to open it)
-	@$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+run: migrate seed ## Serve the API on 127.0.0.1:$PORT: gunicorn and the worker (Procfile); Ctrl-C stops both
+	@$(BIN)/honcho start --port $(PORT) -f Procfile
 
 dev: migrate seed ## Serve with Flask's reloading debug server on 127.0.0.1:$PORT
 	@$(FLASK) run --debug --port $(PORT)

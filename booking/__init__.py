@@ -11,7 +11,7 @@ from booking.db import Database, database_url
 from booking.http import limits, openapi, routing
 from booking.http.errors import register_error_handlers
 from booking.ops import cli, logs, metrics
-from booking.resources import bookings, events, health
+from booking.resources import bookings, events, health, holds, waitlist
 
 
 class BookingApp(Flask):
@@ -60,6 +60,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(bookings.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(holds.bp)
+    app.register_blueprint(waitlist.bp)
     metrics.init_app(app)
     app.register_blueprint(openapi.bp)
     cli.register_commands(app)

@@ -89,6 +89,11 @@ class Config:
     # listens on (a private network, a firewall): see refuse_forgeable_forwarding.
     only_proxies_can_connect: bool = False
     idempotency_ttl_seconds: int = 86400
+    # How long a hold keeps its seat, and a waiting-list offer (a hold of its own) its seat.
+    hold_seconds: int = 600
+    waitlist_offer_seconds: int = 3600
+    # How often the worker looks for holds and offers that expired with no request about.
+    worker_poll_seconds: int = 1
     db_statement_timeout_ms: int = 5000
     db_connect_timeout_s: int = 3
     data_dir: str = ".data"

@@ -1,10 +1,5 @@
-DROP FUNCTION reserve_seat(INT, TEXT, TEXT, TEXT, INT);
-DROP FUNCTION store_idempotent_response(TEXT, INT, JSON);
-DROP FUNCTION claim_idempotency_key(TEXT, TEXT, INT);
-DROP FUNCTION utc_timestamp_text(TIMESTAMPTZ);
+-- The triggers of functions/ that write event_seats go with it.
+DROP TRIGGER IF EXISTS bookings_count_seats ON bookings;
+DROP TRIGGER IF EXISTS events_add_seats ON events;
 DROP TABLE idempotency_keys;
-DROP TRIGGER bookings_count_seats ON bookings;
-DROP FUNCTION event_seats_count_booking();
-DROP TRIGGER events_add_seats ON events;
-DROP FUNCTION event_seats_add_event();
 DROP TABLE event_seats;

@@ -5,5 +5,4 @@ BEGIN
         RAISE EXCEPTION 'cancelled_bookings holds records; export them before rolling back';
     END IF;
 END $$;
-DROP FUNCTION cancel_seat(INT, TEXT, TEXT, TEXT, INT);
 DROP TABLE cancelled_bookings;

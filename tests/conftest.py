@@ -22,6 +22,7 @@ from support import (
     SUMMARY,
     Gunicorn,
     PrivatePostgres,
+    Worker,
     skip_or_fail,
     wait_for,
 )
@@ -119,6 +120,22 @@ def start_gunicorn(database_url: str, tmp_path_factory) -> Iterator[Callable[...
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_worker(database_url: str, tmp_path_factory) -> Iterator[Callable[..., Worker]]:
+    """Start worker processes against the test database; all are stopped at the end."""
+    workers: list[Worker] = []
+
+    def start(env: dict[str, str] | None = None) -> Worker:
+        log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+        worker = Worker({"DATABASE_URL": database_url, **(env or {})}, log_path)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -168,6 +168,33 @@ class Gunicorn:
         self.log.close()
 
 
+class Worker:
+    """The worker process (`flask --app wsgi worker`), started the way `make run` starts it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
+            cwd=ROOT,
+            env={**os.environ, "FLASK_SKIP_DOTENV": "1", **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: "worker started" in log_path.read_text(), "the worker to start")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as the kernel's OOM killer would."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
 # ---------------------------------------------------------------- logs
 
 

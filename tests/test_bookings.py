@@ -37,6 +37,8 @@ def test_reserve_books_a_seat(client, make_event, sql):
         "event_id": event_id,
         "total_seats": 10,
         "booked": 1,
+        "held": 0,
+        "waiting": 0,
         "left": 9,
     }
 

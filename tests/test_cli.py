@@ -51,7 +51,8 @@ def reserve(url: str, event_id: int, user_id: str) -> tuple[int, dict]:
     with conn, conn.cursor() as cur:
         cur.execute("INSERT INTO events (id, name, total_seats) VALUES (%s, 'x', 5)", (event_id,))
         cur.execute(
-            "SELECT status, body FROM reserve_seat(%s, %s, NULL, NULL, 60)", (event_id, user_id)
+            "SELECT status, body FROM reserve_seat(%s, %s, NULL, NULL, 60, 60)",
+            (event_id, user_id),
         )
         status, body = cur.fetchone()
     conn.close()
@@ -59,23 +60,25 @@ def reserve(url: str, event_id: int, user_id: str) -> tuple[int, dict]:
 
 
 def test_rollback_undoes_each_migration_and_migrate_restores(fresh_database):
-    full = {"events", "bookings", "event_seats", "idempotency_keys", "cancelled_bookings"}
+    """Rollback undoes tables; functions are code, put back as a whole by migrate."""
+    before_sale = {"events", "bookings", "event_seats", "idempotency_keys", "cancelled_bookings"}
+    full = before_sale | {"holds", "waitlist_entries", "worker_heartbeats"}
     booking_path = {"lock_event", "booking_json", "reserve_seat", "cancel_seat"}
     assert tables(fresh_database) == full
     assert functions(fresh_database) == booking_path
+    assert rollback_migrations(fresh_database, 1) == ["0005.sale"]
+    assert tables(fresh_database) == before_sale
     assert rollback_migrations(fresh_database, 1) == ["0004.event-lock-and-booking-json"]
-    # The booking functions are back as 0002 and 0003 made them, and still book.
-    assert tables(fresh_database) == full
-    assert functions(fresh_database) == {"reserve_seat", "cancel_seat"}
-    status, body = reserve(fresh_database, 1, "a")
-    assert (status, set(body)) == (201, {"booking_id", "event_id", "user_id", "created_at"})
+    assert tables(fresh_database) == before_sale
     rollback_migrations(fresh_database, 1)
-    assert tables(fresh_database) == full - {"cancelled_bookings"}
+    assert tables(fresh_database) == before_sale - {"cancelled_bookings"}
     rollback_migrations(fresh_database, 2)
     assert tables(fresh_database) == set()
-    assert apply_migrations(fresh_database) == 4
+    assert apply_migrations(fresh_database) == 5
     assert tables(fresh_database) == full
     assert functions(fresh_database) == booking_path
+    status, body = reserve(fresh_database, 1, "a")
+    assert (status, set(body)) == (201, {"booking_id", "event_id", "user_id", "created_at"})
     assert apply_migrations(fresh_database) == 0
 
 
@@ -104,7 +107,11 @@ def test_create_and_list_events(fresh_database):
         "name": "Gala",
         "total_seats": 12,
         "booked": 0,
+        "held": 0,
+        "waiting": 0,
         "left": 12,
+        "sales_start": None,
+        "sales_end": None,
     }
     for seats in range(3):
         invoke(fresh_database, "create-event", "--name", f"E{seats}", "--seats", str(seats))

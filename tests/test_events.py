@@ -14,6 +14,8 @@ def test_availability_and_details(client, make_event):
         "event_id": event_id,
         "total_seats": 3,
         "booked": 1,
+        "held": 0,
+        "waiting": 0,
         "left": 2,
     }
     assert client.get(f"{EVENTS}/{event_id}").get_json() == {
@@ -21,7 +23,11 @@ def test_availability_and_details(client, make_event):
         "name": "Gala",
         "total_seats": 3,
         "booked": 1,
+        "held": 0,
+        "waiting": 0,
         "left": 2,
+        "sales_start": None,
+        "sales_end": None,
     }
 
 
@@ -81,7 +87,11 @@ def test_create_event_as_admin(client, sql):
         "name": "Premiere",
         "total_seats": 42,
         "booked": 0,
+        "held": 0,
+        "waiting": 0,
         "left": 42,
+        "sales_start": None,
+        "sales_end": None,
     }
     assert response.headers["Location"] == f"{EVENTS}/{body['event_id']}"
     assert sql("SELECT name, total_seats FROM events WHERE id = %s", (body["event_id"],)) == [
@@ -114,3 +124,94 @@ def test_create_event_with_no_admin_token_configured_is_403(config):
     response = app.test_client().post(EVENTS, json={"name": "X", "total_seats": 1}, headers=ADMIN)
     assert response.status_code == 403
     assert response.get_json() == {"error": "admin_disabled"}
+
+
+def test_an_event_is_created_with_a_sales_window(client):
+    body = {
+        "name": "Window",
+        "total_seats": 5,
+        "sales_start": "2030-01-01T10:00:00+02:00",
+        "sales_end": "2030-01-02T00:00:00Z",
+    }
+    created = client.post(EVENTS, json=body, headers=ADMIN).get_json()
+    assert (created["sales_start"], created["sales_end"]) == (
+        "2030-01-01T08:00:00.000Z",
+        "2030-01-02T00:00:00.000Z",
+    )
+    reserve = client.post(RESERVE, json={"event_id": created["event_id"], "user_id": "a"})
+    assert reserve.get_json() == {"error": "sales_not_started"}
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"sales_start": "2030-01-01T10:00:00"},
+        {"sales_start": "2030-01-02T00:00:00Z", "sales_end": "2030-01-01T00:00:00Z"},
+        {"sales_start": "2030-01-01T00:00:00Z", "sales_end": "2030-01-01T00:00:00Z"},
+        {"sales_end": "tomorrow"},
+    ],
+)
+def test_a_bad_sales_window_is_422(client, sql, window):
+    before = sql("SELECT count(*) FROM events")
+    response = client.post(EVENTS, json={"name": "W", "total_seats": 1, **window}, headers=ADMIN)
+    assert response.status_code == 422 and response.get_json()["error"] == "validation_error"
+    assert sql("SELECT count(*) FROM events") == before
+
+
+def test_patch_changes_what_it_is_given(client, make_event):
+    event_id = make_event(3, name="Old")
+    response = client.patch(
+        f"{EVENTS}/{event_id}",
+        json={"name": "New", "sales_end": "2031-05-01T00:00:00Z"},
+        headers=ADMIN,
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["name"], body["total_seats"], body["sales_end"]) == (
+        "New",
+        3,
+        "2031-05-01T00:00:00.000Z",
+    )
+    # The window is judged on the event as it would be after the change.
+    refused = client.patch(
+        f"{EVENTS}/{event_id}", json={"sales_start": "2031-06-01T00:00:00Z"}, headers=ADMIN
+    )
+    assert refused.status_code == 422
+    assert refused.get_json()["details"] == {"sales_end": ["Must be after sales_start."]}
+    cleared = client.patch(f"{EVENTS}/{event_id}", json={"sales_end": None}, headers=ADMIN)
+    assert cleared.get_json()["sales_end"] is None
+    assert client.get(f"{EVENTS}/{event_id}").get_json()["name"] == "New"
+
+
+def test_patch_below_the_seats_taken_is_409_and_changes_nothing(client, make_event):
+    event_id = make_event(2)
+    client.post(RESERVE, json={"event_id": event_id, "user_id": "a"})
+    refused = client.patch(f"{EVENTS}/{event_id}", json={"total_seats": 0}, headers=ADMIN)
+    assert (refused.status_code, refused.get_json()) == (409, {"error": "seats_below_taken"})
+    assert (
+        client.patch(f"{EVENTS}/{event_id}", json={"total_seats": 1}, headers=ADMIN).json["left"]
+        == 0
+    )
+
+
+@pytest.mark.parametrize("body", [{}, {"seats": 3}, {"total_seats": -1}, {"name": ""}, []])
+def test_patch_bad_input_is_422(client, make_event, body):
+    event_id = make_event(2)
+    response = client.patch(f"{EVENTS}/{event_id}", json=body, headers=ADMIN)
+    assert response.status_code == 422 and response.get_json()["error"] == "validation_error"
+
+
+def test_patch_needs_the_admin_token_and_an_event(client, make_event):
+    event_id = make_event(2)
+    assert client.patch(f"{EVENTS}/{event_id}", json={"name": "x"}).status_code == 401
+    missing = client.patch(f"{EVENTS}/99999999", json={"name": "x"}, headers=ADMIN)
+    assert (missing.status_code, missing.get_json()) == (404, {"error": "event_not_found"})
+
+
+def test_sales_end_closes_the_sale_but_not_cancel(client, make_event, sql):
+    event_id = make_event(3)
+    client.post(RESERVE, json={"event_id": event_id, "user_id": "a"})
+    sql("UPDATE event_seats SET sales_end = now() WHERE event_id = %s", (event_id,))
+    refused = client.post(RESERVE, json={"event_id": event_id, "user_id": "b"})
+    assert refused.get_json() == {"error": "sales_ended"}
+    assert client.post(CANCEL, json={"event_id": event_id, "user_id": "a"}).status_code == 200

@@ -108,11 +108,13 @@ def test_rollback_refuses_in_one_line_and_says_how_to_export(fresh_database):
     with conn.cursor() as cur:
         cur.execute("INSERT INTO events (id, name, total_seats) VALUES (1, 'x', 5)")
         for user in ("ann", "bob"):
-            cur.execute("SELECT reserve_seat(1, %s, NULL, NULL, 60)", (user,))
-            cur.execute("SELECT cancel_seat(1, %s, NULL, NULL, 60)", (user,))
+            cur.execute("SELECT reserve_seat(1, %s, NULL, NULL, 60, 60)", (user,))
+            cur.execute("SELECT cancel_seat(1, %s, NULL, NULL, 60, 60)", (user,))
     conn.close()
-    first = flask("rollback", DATABASE_URL=fresh_database)
-    assert first.stdout == "rollback: undid 0004.event-lock-and-booking-json\n", first.stderr
+    first = flask("rollback", "--count", "2", DATABASE_URL=fresh_database)
+    assert first.stdout == ("rollback: undid 0005.sale, 0004.event-lock-and-booking-json\n"), (
+        first.stderr
+    )
     line = one_error_line(flask("rollback", DATABASE_URL=fresh_database))
     assert line.startswith("Error: rollback refused: cancelled_bookings holds records")
     assert "flask --app wsgi export-cancelled > cancelled-bookings.jsonl" in line

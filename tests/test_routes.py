@@ -69,7 +69,7 @@ def test_options_advertises_exactly_the_routes_methods(path, methods):
         ("GET", CANCEL, ["OPTIONS", "POST"]),
         ("DELETE", f"{BOOKINGS}/abc", ["GET", "HEAD", "OPTIONS"]),
         ("POST", f"{EVENTS}/0/availability", ["GET", "HEAD", "OPTIONS"]),
-        ("PUT", f"{EVENTS}/1.5", ["GET", "HEAD", "OPTIONS"]),
+        ("PUT", f"{EVENTS}/1.5", ["GET", "HEAD", "OPTIONS", "PATCH"]),
     ],
 )
 def test_a_sibling_name_or_a_malformed_id_is_still_the_routes_405(method, path, allow):

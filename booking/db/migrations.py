@@ -1,14 +1,23 @@
-"""The schema's migrations (migrations/*.sql), applied and rolled back with yoyo."""
+"""The schema's migrations (migrations/*.sql), applied and rolled back with yoyo, and the
+functions and triggers (migrations/functions/*.sql, one file each), applied after them.
+
+Versioned migrations change tables; functions are code, replaced as a whole on every
+migrate (CREATE OR REPLACE), so a change to reserve_seat() is a one-file diff. Rolling a
+migration back leaves the functions as they are: the release one goes back to puts its own
+in place with its `migrate`.
+"""
 
 import logging
 from pathlib import Path
 from urllib.parse import urlencode
 
+import psycopg2
 import psycopg2.extensions
 from yoyo import get_backend, read_migrations
 from yoyo.backends.base import DatabaseBackend
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+FUNCTIONS = MIGRATIONS / "functions"
 
 # yoyo logs every step at INFO; the commands say what they did in one line instead.
 logging.getLogger("yoyo").setLevel(logging.WARNING)
@@ -26,12 +35,30 @@ def _backend(database_url: str) -> DatabaseBackend:
 
 
 def apply_migrations(database_url: str) -> int:
-    """Apply the migrations not applied yet; return how many were."""
+    """Apply the migrations not applied yet, then every function; return how many
+    migrations were applied."""
     backend = _backend(database_url)
     with backend.lock():
         pending = backend.to_apply(read_migrations(str(MIGRATIONS)))
         backend.apply_migrations(pending)
+        apply_functions(database_url)
     return len(pending)
+
+
+def apply_functions(database_url: str) -> None:
+    """(Re)create every function and trigger of migrations/functions/ in one transaction.
+
+    Bodies are checked when they run, not when they are created, so the files' order does
+    not matter; a file that changes a function's parameters drops the old one first.
+    """
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SET LOCAL check_function_bodies = off")
+            for path in sorted(FUNCTIONS.glob("*.sql")):
+                cur.execute(path.read_text())
+    finally:
+        conn.close()
 
 
 def rollback_migrations(database_url: str, count: int) -> list[str]:

@@ -14,9 +14,9 @@ SET_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = {ms:d};\n"
 # tests and operators look for it in pg_locks.classid.
 EVENT_LOCK_NAMESPACE = 1001
 
-RESERVE_SEAT = "SELECT status, body, replayed FROM reserve_seat(%s, %s, %s, %s, %s)"
+RESERVE_SEAT = "SELECT status, body, replayed FROM reserve_seat(%s, %s, %s, %s, %s, %s)"
 
-CANCEL_SEAT = "SELECT status, body, replayed FROM cancel_seat(%s, %s, %s, %s, %s)"
+CANCEL_SEAT = "SELECT status, body, replayed FROM cancel_seat(%s, %s, %s, %s, %s, %s)"
 
 # owner: the user whose booking it must be, or NULL for anyone's.
 FIND_BOOKING = """
@@ -40,23 +40,37 @@ ORDER BY id
 LIMIT %s
 """
 
-FIND_EVENT = """
-SELECT e.id AS event_id, e.name, e.total_seats, s.booked, e.total_seats - s.booked AS "left"
-FROM events e JOIN event_seats s ON s.event_id = e.id
-WHERE e.id = %s
-"""
+# An event at this statement's time: its held seats are the live holds only.
+FIND_EVENT = "SELECT event_json(%s, now()) AS event"
 
 LIST_EVENTS_AFTER = """
-SELECT e.id AS event_id, e.name, e.total_seats, s.booked, e.total_seats - s.booked AS "left"
-FROM events e JOIN event_seats s ON s.event_id = e.id
-WHERE e.id > %s
-ORDER BY e.id
-LIMIT %s
+SELECT event_json(id, now()) AS event FROM events WHERE id > %s ORDER BY id LIMIT %s
 """
 
-CREATE_EVENT = """
-INSERT INTO events (name, total_seats) VALUES (%s, %s)
-RETURNING id AS event_id, name, total_seats, 0 AS booked, total_seats AS "left"
+CREATE_EVENT = "SELECT create_event(%s, %s, %s, %s) AS event"
+
+UPDATE_EVENT = "SELECT status, body FROM update_event(%s, %s, %s)"
+
+PLACE_HOLD = "SELECT status, body, replayed FROM place_hold(%s, %s, %s, %s, %s, %s, %s)"
+
+CONFIRM_HOLD = "SELECT status, body, replayed FROM confirm_hold(%s, %s, %s, %s, %s, %s)"
+
+RELEASE_HOLD = "SELECT status, body, replayed FROM release_hold(%s, %s, %s, %s, %s, %s)"
+
+# owner: the user whose hold it must be, or NULL for anyone's.
+FIND_HOLD = """
+SELECT hold_json(h, now()) AS hold FROM holds h
+WHERE id = %(id)s AND (%(owner)s::text IS NULL OR user_id = %(owner)s)
+"""
+
+JOIN_WAITLIST = "SELECT status, body, replayed FROM join_waitlist(%s, %s, %s, %s, %s, %s)"
+
+LEAVE_WAITLIST = "SELECT status, body FROM leave_waitlist(%s, %s, %s, %s)"
+
+FIND_ENTRY = """
+SELECT entry_json(w, now()) AS entry FROM waitlist_entries w
+WHERE id = %(id)s AND event_id = %(event_id)s
+  AND (%(owner)s::text IS NULL OR user_id = %(owner)s)
 """
 
 SEED_EVENT = """

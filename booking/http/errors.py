@@ -58,8 +58,9 @@ def handle_http_exception(exc: HTTPException) -> Response:
     if exc.code == 400:
         # Werkzeug's own parsing failures are bad input, like ours.
         return error_response(422, "validation_error", details={"_request": [exc.description]})
-    if isinstance(exc, NotFound) and request.routing_exception is exc:
-        refused = routing.refused_id(current_app, request.path, request.method)
+    # Werkzeug may also answer 405 for a path whose id only its converter refused.
+    if isinstance(exc, (NotFound, MethodNotAllowed)) and request.routing_exception is exc:
+        refused = routing.refused_id(current_app, request.path, request.method, exc)
         if isinstance(refused, str):
             return error_response(404, refused)
         if refused is not None:

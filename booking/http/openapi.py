@@ -23,9 +23,13 @@ bp = Blueprint("openapi", __name__)
 # Routes that are not part of the API: the docs page's own scripts and styles.
 UNDOCUMENTED = {"static", "openapi.docs_asset"}
 
-# And BookingRequest, registered in build_spec: user_id is optional when callers authenticate.
+# And BookingRequest and WaitlistJoin, registered in build_spec: user_id is optional when
+# callers authenticate.
 COMPONENT_SCHEMAS = [
     schemas.EventCreateSchema,
+    schemas.HoldSchema,
+    schemas.HoldClosedSchema,
+    schemas.EntrySchema,
     schemas.BookingSchema,
     schemas.CancelledBookingSchema,
     schemas.BookingStatusSchema,
@@ -42,7 +46,10 @@ COMPONENT_SCHEMAS = [
 HEADERS = {
     "Location": {
         "description": "Where the new resource can be read.",
-        "schema": {"type": "string", "pattern": r"^/api/(bookings|events)/\d+$"},
+        "schema": {
+            "type": "string",
+            "pattern": r"^/api/(bookings|events|holds)/\d+$|^/api/events/\d+/waitlist/\d+$",
+        },
     },
     "IdempotentReplayed": {
         "description": "Present on a replay of a stored outcome for the same Idempotency-Key.",
@@ -133,6 +140,14 @@ def build_spec(app: Flask) -> dict[str, Any]:
     auth_enabled = app.config["BOOKING"].auth_enabled
     request_schema = schemas.booking_request_schema(auth_enabled)
     spec.components.schema(apidoc.schema_name(schemas.BookingRequestSchema), schema=request_schema)
+    join_schema = schemas.WAITLIST_JOIN_OF_CALLER if auth_enabled else schemas.WAITLIST_JOIN
+    spec.components.schema(apidoc.schema_name(schemas.WaitlistJoinSchema), schema=join_schema)
+    # A PATCH changes something: JSON Schema says so, marshmallow cannot.
+    spec.components.schema(
+        apidoc.schema_name(schemas.EventUpdateSchema),
+        {"minProperties": 1},
+        schema=schemas.EventUpdateSchema,
+    )
     for schema in COMPONENT_SCHEMAS:
         spec.components.schema(apidoc.schema_name(schema), schema=schema)
     for name, header in HEADERS.items():

@@ -7,6 +7,8 @@ malformed (GET /api/bookings/abc) still gets the resource's own 404, booking_not
 or the 405 of that route for a method it does not take.
 """
 
+import re
+
 from flask import Flask
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, ValidationError
@@ -14,7 +16,12 @@ from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, Validati
 from booking.http.schemas import MAX_INT
 
 # The 404 code of each resource, by the name of its id in the path.
-NOT_FOUND_CODES = {"booking_id": "booking_not_found", "event_id": "event_not_found"}
+NOT_FOUND_CODES = {
+    "booking_id": "booking_not_found",
+    "event_id": "event_not_found",
+    "hold_id": "hold_not_found",
+    "entry_id": "entry_not_found",
+}
 
 
 class IdConverter(BaseConverter):
@@ -48,13 +55,33 @@ def _routes_taking_any_id(app: Flask) -> Map:
     return app.extensions["booking_any_id_routes"]
 
 
-def refused_id(app: Flask, path: str, method: str) -> str | MethodNotAllowed | None:
-    """For a path that names no route: the resource's 404 code if the path is one of its
-    routes but for a malformed id, that route's 405 for a method it does not take, or None."""
+def refused_id(
+    app: Flask, path: str, method: str, refusal: NotFound | MethodNotAllowed
+) -> str | MethodNotAllowed | None:
+    """For a path that names no route (refusal: werkzeug's 404 or 405): the resource's 404
+    code if the path is one of its routes but for a malformed id, that route's 405 for a
+    method it does not take, or None.
+
+    Werkzeug answers 405 when a sibling route of the same path takes other methods and the
+    id converter refused the value: such an id (digits out of range) is the resource's 404
+    too. An id that is not digits at all never matched that route: its 405 stands
+    (GET /api/bookings/reserve).
+    """
     try:
         _, args = _routes_taking_any_id(app).bind("localhost").match(path, method)
     except MethodNotAllowed as exc:
-        return exc
+        return exc if isinstance(refusal, NotFound) else None
     except (NotFound, RequestRedirect):
         return None
-    return next(NOT_FOUND_CODES[name] for name in args if name in NOT_FOUND_CODES)
+    for name, value in args.items():
+        if _well_formed(value):
+            continue
+        if isinstance(refusal, MethodNotAllowed) and not re.fullmatch(IdConverter.regex, value):
+            return None
+        return NOT_FOUND_CODES.get(name, "not_found")
+    return None
+
+
+def _well_formed(value: str) -> bool:
+    """What the id converter takes: ASCII digits, 1..MAX_INT."""
+    return re.fullmatch(IdConverter.regex, value) is not None and 1 <= int(value) <= MAX_INT

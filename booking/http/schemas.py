@@ -3,10 +3,11 @@
 import codecs
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import request
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
 MAX_INT = 2_147_483_647
@@ -86,9 +87,9 @@ def _shown_text(value: str) -> None:
         raise ValidationError("Must contain a visible character.")
 
 
-def EventName() -> fields.String:
+def EventName(required: bool = True) -> fields.String:
     return fields.String(
-        required=True,
+        required=required,
         validate=[validate.Length(min=1, max=200), _printable_text, _shown_text],
         metadata={"pattern": EVENT_NAME_PATTERN, "example": "Opening night"},
     )
@@ -138,17 +139,72 @@ def booking_request_schema(callers_authenticated: bool) -> BookingRequestSchema:
     return BOOKING_REQUEST_OF_CALLER if callers_authenticated else BOOKING_REQUEST
 
 
+class UtcDateTime(fields.AwareDateTime):
+    """ISO 8601 with an offset, loaded as UTC: PostgreSQL takes offsets up to 15:59 only."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        aware = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return aware.astimezone(UTC)
+        except OverflowError:
+            raise self.make_error("invalid") from None
+
+
+def SalesBound(description: str, **kwargs: Any) -> UtcDateTime:
+    """A bound of the sales window: ISO 8601 with a UTC offset, or null for none."""
+    return UtcDateTime(
+        allow_none=True,
+        **kwargs,
+        metadata={"description": description, "example": "2026-12-01T09:00:00Z"},
+    )
+
+
+def TotalSeats(**kwargs: Any) -> StrictInteger:
+    return StrictInteger(
+        validate=validate.Range(min=0, max=1_000_000), metadata={"example": 100}, **kwargs
+    )
+
+
 class EventCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
     name = EventName()
-    total_seats = StrictInteger(
-        required=True, validate=validate.Range(min=0, max=1_000_000), metadata={"example": 100}
+    total_seats = TotalSeats(required=True)
+    sales_start = SalesBound(
+        "When sales open (reserve, hold, join); null: open already.", load_default=None
     )
+    sales_end = SalesBound("When sales close; null: never. After sales_start.", load_default=None)
+
+    @validates_schema
+    def _window_in_order(self, data: dict, **kwargs: Any) -> None:
+        start, end = data.get("sales_start"), data.get("sales_end")
+        if start is not None and end is not None and end <= start:
+            raise ValidationError({"sales_end": ["Must be after sales_start."]})
 
 
 EVENT_CREATE = EventCreateSchema()
+
+
+class EventUpdateSchema(Schema):
+    """PATCH: any of the fields, at least one; the window is judged in PostgreSQL, on the
+    event as it would be after the change."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = EventName(required=False)
+    total_seats = TotalSeats()
+    sales_start = SalesBound("When sales open; null: open already.")
+    sales_end = SalesBound("When sales close; null: never.")
+
+    @validates_schema(pass_original=True)
+    def _not_empty(self, data: dict, original: Any, **kwargs: Any) -> None:
+        if not original:
+            raise ValidationError({"_body": ["Give at least one field to change."]})
+
+
+EVENT_UPDATE = EventUpdateSchema()
 
 
 class EventListQuerySchema(Schema):
@@ -189,10 +245,11 @@ def Id(example: int) -> fields.Integer:
     )
 
 
-def Count(example: int) -> fields.Integer:
-    return fields.Integer(
-        required=True, validate=validate.Range(min=0), metadata={"example": example}
-    )
+def Count(example: int, description: str | None = None) -> fields.Integer:
+    metadata: dict[str, Any] = {"example": example}
+    if description:
+        metadata["description"] = description
+    return fields.Integer(required=True, validate=validate.Range(min=0), metadata=metadata)
 
 
 class BookingSchema(ResponseSchema):
@@ -215,11 +272,57 @@ class AvailabilitySchema(ResponseSchema):
     event_id = Id(example=1)
     total_seats = Count(example=100)
     booked = Count(example=58)
-    left = Count(example=42)
+    held = Count(example=2, description="Live holds, waiting-list offers included.")
+    waiting = Count(example=0, description="Waiting-list entries still waiting.")
+    left = Count(example=40, description="total_seats - booked - held, never below 0.")
 
 
 class EventSchema(AvailabilitySchema):
     name = fields.String(required=True, metadata={"example": "Opening night"})
+    sales_start = Timestamp(allow_none=True)
+    sales_end = Timestamp(allow_none=True)
+
+
+class HoldSchema(ResponseSchema):
+    hold_id = Id(example=7)
+    event_id = Id(example=1)
+    user_id = fields.String(required=True, metadata={"example": "alice"})
+    status = fields.String(
+        required=True, validate=validate.OneOf(["held", "confirmed", "released", "expired"])
+    )
+    created_at = Timestamp()
+    expires_at = Timestamp()
+    booking_id = fields.Integer(required=True, allow_none=True)
+    released_at = Timestamp(allow_none=True)
+
+
+class WaitlistJoinSchema(Schema):
+    """user_id is optional when callers are authenticated, as in a booking request."""
+
+    class Meta:
+        unknown = RAISE
+
+    user_id = user_id_field()
+
+
+WAITLIST_JOIN = WaitlistJoinSchema()
+WAITLIST_JOIN_OF_CALLER = WaitlistJoinSchema(partial=("user_id",))
+
+
+class EntrySchema(ResponseSchema):
+    entry_id = Id(example=3)
+    event_id = Id(example=1)
+    user_id = fields.String(required=True, metadata={"example": "alice"})
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["waiting", "offered", "booked", "expired", "left"]),
+    )
+    position = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "1 = next; null unless waiting."}
+    )
+    created_at = Timestamp()
+    hold_id = fields.Integer(required=True, allow_none=True)
+    expires_at = Timestamp(allow_none=True)
 
 
 class EventListSchema(ResponseSchema):
@@ -240,6 +343,10 @@ class ValidationErrorSchema(ErrorSchema):
             "example": {"user_id": ["Must not be blank."]},
         },
     )
+
+
+class HoldClosedSchema(ErrorSchema):
+    booking_id = fields.Integer(metadata={"description": "With hold_confirmed: its booking."})
 
 
 class StatusSchema(ResponseSchema):

@@ -7,6 +7,8 @@ refused) ends the command with one line saying what is wrong and what to do, no 
 import functools
 import json
 import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -21,6 +23,7 @@ from booking.db import DatabaseUnavailable, connection_problem, get_db, queries
 from booking.db.migrations import apply_migrations, rollback_migrations
 from booking.http import idempotency
 from booking.http.schemas import EVENT_CREATE
+from booking.jobs import worker
 from booking.resources.events import create_event, list_events
 
 P = ParamSpec("P")
@@ -136,6 +139,15 @@ def export_cancelled_command(batch: int) -> None:
         after = rows[-1]["booking_id"]
 
 
+@click.command("worker")
+@database_command
+def worker_command() -> None:
+    """Run the worker: expired holds and offers, and their seats offered, until stopped."""
+    config = current_app.config["BOOKING"]
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    worker.run(get_db(), name, config.waitlist_offer_seconds, config.worker_poll_seconds)
+
+
 @click.command("database-url")
 @with_appcontext
 def database_url_command() -> None:
@@ -152,6 +164,7 @@ COMMANDS = [
     list_events_command,
     export_cancelled_command,
     database_url_command,
+    worker_command,
 ]
 
 

@@ -40,15 +40,28 @@ def _change_seat(action: str, query: str) -> Response:
     data = load_json_body(booking_request_schema(config.auth_enabled))
     data["user_id"] = auth.acting_user_id(data.get("user_id"))
     fingerprint = idempotency.fingerprint(request.method, request.path, data) if key else None
-    ttl = config.idempotency_ttl_seconds
-    outcome = get_db().fetch_one(query, (data["event_id"], data["user_id"], key, fingerprint, ttl))
-    status, body, replayed = outcome["status"], outcome["body"], outcome["replayed"]
-    metrics.record_outcome(action, status, body, replayed)
+    params = (
+        data["event_id"],
+        data["user_id"],
+        key,
+        fingerprint,
+        config.idempotency_ttl_seconds,
+        config.waitlist_offer_seconds,
+    )
+    outcome = get_db().fetch_one(query, params)
+    metrics.record_outcome(action, outcome["status"], outcome["body"], outcome["replayed"])
+    return answer(outcome, "/api/bookings/{booking_id}")
+
+
+def answer(outcome: dict, location: str) -> Response:
+    """A booking function's outcome as the response: its status and body as stored for the
+    key, Location (a template filled from the body) on a 201, and the replay marked."""
+    status, body = outcome["status"], outcome["body"]
     response = jsonify(body)
     response.status_code = status
     if status == 201:
-        response.headers["Location"] = f"/api/bookings/{body['booking_id']}"
-    if replayed:
+        response.headers["Location"] = location.format(**body)
+    if outcome.get("replayed"):
         response.headers["Idempotent-Replayed"] = "true"
     return response
 
@@ -62,9 +75,13 @@ def _change_seat(action: str, query: str) -> Response:
     {
         404: apidoc.error("No such event, or no such booking.", "event_not_found"),
         409: apidoc.error(
-            "The user already holds a seat (this wins over sold out), no seat is left,"
-            " or the same Idempotency-Key is still being processed.",
+            "Refused, in this order: the user already has a seat (this wins over sold out),"
+            " has a live hold, the sale has not started or has ended, no seat is left or"
+            " people are waiting; or the same Idempotency-Key is still being processed.",
             "already_booked",
+            "already_held",
+            "sales_not_started",
+            "sales_ended",
             "sold_out",
             IN_FLIGHT,
         ),

@@ -1,0 +1,44 @@
+-- Turns a live hold into a booking in one transaction: the hold becomes 'confirmed' with
+-- its booking_id, an offer's entry 'booked'. p_owner: whose hold it must be (NULL: anyone's).
+CREATE OR REPLACE FUNCTION confirm_hold(
+    p_hold_id INT, p_owner TEXT, p_key TEXT, p_fingerprint TEXT, p_ttl_seconds INT,
+    p_offer_seconds INT, OUT status INT, OUT body JSON, OUT replayed BOOLEAN
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_event_id INT;
+    hold holds;
+    booked RECORD;
+BEGIN
+    SELECT * INTO status, body, replayed FROM claim_idempotency_key(p_key, p_fingerprint, p_ttl_seconds);
+    IF status IS NOT NULL THEN
+        RETURN;
+    END IF;
+
+    SELECT event_id INTO v_event_id FROM holds
+    WHERE id = p_hold_id AND (p_owner IS NULL OR user_id = p_owner);
+    IF NOT FOUND THEN
+        status := 404;
+        body := json_build_object('error', 'hold_not_found');
+    ELSE
+        PERFORM lock_event(v_event_id);
+        -- Expires it first if its time has passed: confirm racing expiry is decided by the
+        -- clock read here, after the lock, and never both ways.
+        PERFORM settle_event(v_event_id, clock_timestamp(), p_offer_seconds);
+        SELECT * INTO hold FROM holds WHERE id = p_hold_id;
+        IF hold.status = 'held' THEN
+            INSERT INTO bookings (event_id, user_id) VALUES (hold.event_id, hold.user_id)
+            RETURNING id, created_at INTO booked;
+            UPDATE holds SET status = 'confirmed', booking_id = booked.id WHERE id = p_hold_id;
+            UPDATE waitlist_entries SET status = 'booked' WHERE hold_id = p_hold_id;
+            status := 201;
+            body := booking_json(booked.id, hold.event_id, hold.user_id, booked.created_at);
+        ELSE
+            status := 409;
+            body := hold_closed(hold);
+        END IF;
+    END IF;
+
+    IF p_key IS NOT NULL THEN
+        PERFORM store_idempotent_response(p_key, status, body);
+    END IF;
+END $$;

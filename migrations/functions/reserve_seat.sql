@@ -1,0 +1,39 @@
+-- Books one seat: one call, one round trip, one transaction, the Idempotency-Key's outcome
+-- stored in it. Returns the HTTP status, the body and whether it was replayed.
+DROP FUNCTION IF EXISTS reserve_seat(INT, TEXT, TEXT, TEXT, INT);
+
+CREATE OR REPLACE FUNCTION reserve_seat(
+    p_event_id INT, p_user_id TEXT, p_key TEXT, p_fingerprint TEXT, p_ttl_seconds INT,
+    p_offer_seconds INT, OUT status INT, OUT body JSON, OUT replayed BOOLEAN
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_now TIMESTAMPTZ;
+    refusal TEXT;
+    booked RECORD;
+BEGIN
+    SELECT * INTO status, body, replayed FROM claim_idempotency_key(p_key, p_fingerprint, p_ttl_seconds);
+    IF status IS NOT NULL THEN
+        RETURN;
+    END IF;
+
+    -- Each statement below takes a fresh snapshot, so it sees every change committed before
+    -- the lock was granted; the time it decides at is taken after the lock, too.
+    PERFORM lock_event(p_event_id);
+    v_now := clock_timestamp();
+    PERFORM settle_event(p_event_id, v_now, p_offer_seconds);
+    refusal := seat_refusal(p_event_id, p_user_id, v_now);
+
+    IF refusal IS NULL THEN
+        INSERT INTO bookings (event_id, user_id) VALUES (p_event_id, p_user_id)
+        RETURNING id, created_at INTO booked;
+        status := 201;
+        body := booking_json(booked.id, p_event_id, p_user_id, booked.created_at);
+    ELSE
+        status := refusal_status(refusal);
+        body := json_build_object('error', refusal);
+    END IF;
+
+    IF p_key IS NOT NULL THEN
+        PERFORM store_idempotent_response(p_key, status, body);
+    END IF;
+END $$;
