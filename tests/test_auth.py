@@ -517,3 +517,34 @@ def test_a_burst_of_random_kids_costs_the_provider_a_handful_of_requests(start_g
         assert 1 <= jwks.requests <= bound, (jwks.requests, elapsed)
     finally:
         jwks.stop()
+
+
+def test_holds_and_entries_belong_to_the_caller(client, rsa_key, make_event, sql):
+    """Another user's hold or entry: 403 on a POST, 404 on a lookup, confirm, release, leave."""
+    alice, bob = bearer(rsa_key.token("alice")), bearer(rsa_key.token("bob"))
+    backend = bearer(rsa_key.token("booking-backend", scope=BACKEND_SCOPE))
+    event_id = make_event(1)
+    refused = client.post(
+        "/api/holds", json={"event_id": event_id, "user_id": "bob"}, headers=alice
+    )
+    assert (refused.status_code, refused.get_json()) == (403, {"error": "forbidden"})
+    held = client.post("/api/holds", json={"event_id": event_id}, headers=alice).get_json()
+    assert held["user_id"] == "alice"
+    url = f"/api/holds/{held['hold_id']}"
+    for method, path in (("GET", url), ("POST", f"{url}/confirm"), ("DELETE", url)):
+        response = client.open(path, method=method, headers=bob)
+        assert (response.status_code, response.get_json()) == (404, {"error": "hold_not_found"})
+    assert client.get(url, headers=backend).status_code == 200
+    assert sql("SELECT status FROM holds WHERE id = %s", (held["hold_id"],)) == [("held",)]
+
+    waitlist = f"{EVENTS}/{event_id}/waitlist"
+    forbidden = client.post(waitlist, json={"user_id": "alice"}, headers=bob)
+    assert (forbidden.status_code, forbidden.get_json()) == (403, {"error": "forbidden"})
+    entry = client.post(waitlist, json={}, headers=bob).get_json()
+    assert (entry["user_id"], entry["status"]) == ("bob", "waiting")
+    entry_url = f"{waitlist}/{entry['entry_id']}"
+    for method in ("GET", "DELETE"):
+        response = client.open(entry_url, method=method, headers=alice)
+        assert (response.status_code, response.get_json()) == (404, {"error": "entry_not_found"})
+    assert client.delete(entry_url, headers=bob).get_json()["status"] == "left"
+    assert client.post(f"{url}/confirm", headers=alice).status_code == 201

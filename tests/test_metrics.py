@@ -10,7 +10,7 @@ import pytest
 import requests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from support import CANCEL, EVENTS, RESERVE, free_port, overlap, post_json
+from support import CANCEL, EVENTS, RESERVE, free_port, overlap, post_json, wait_for
 
 from booking import create_app
 from booking.config import Config
@@ -189,3 +189,29 @@ def test_recycled_workers_leave_no_files_and_their_counts_stay(start_gunicorn, t
     after = value(scrape(server.url), "http_requests_total", **health)
     assert after - before == requests_sent
     assert {"counter_archive.db", "histogram_archive.db"} <= set(files())
+
+
+def test_the_sale_is_counted_from_the_tables(metered, make_event, sql, start_worker):
+    """Holds settled by any process are counted once: the counts come from PostgreSQL."""
+    url = metered.url
+    before = scrape(url)
+    event_id = make_event(1)
+    held = post_json(f"{url}/api/holds", {"event_id": event_id, "user_id": "h1"}).json()
+    requests.post(f"{url}/api/holds/{held['hold_id']}/confirm", timeout=10)
+    post_json(f"{url}{EVENTS}/{event_id}/waitlist", {"user_id": "w1"})
+    post_json(f"{url}{CANCEL}", {"event_id": event_id, "user_id": "h1"})
+    sql("UPDATE holds SET expires_at = now() WHERE event_id = %s AND status = 'held'", (event_id,))
+    started = time.time()
+    start_worker()
+    wait_for(
+        lambda: value(scrape(url), "worker_last_run_timestamp_seconds") >= int(started),
+        "the worker to finish a pass",
+    )
+    after = scrape(url)
+
+    def grew(name: str) -> float:
+        return value(after, name) - value(before, name)
+
+    assert (grew("holds_made_total"), grew("holds_confirmed_total")) == (1, 1)
+    assert (grew("waitlist_offers_total"), grew("holds_expired_total")) == (1, 1)
+    assert value(after, "waitlist_waiting") == sql("SELECT sum(waiting) FROM event_seats")[0][0]

@@ -104,4 +104,18 @@ SELECT (SELECT count(*) FROM cancelled_bookings) AS cancelled_bookings,
         WHERE created_at < now() - make_interval(secs => %s)) AS expired_idempotency_keys
 """
 
+# For GET /metrics: what became of the holds (offers are holds too), who waits, and when a
+# worker last finished a pass. One scan of holds per scrape, bounded by the statement timeout.
+COUNT_SALE = """
+SELECT count(*) FILTER (WHERE w.id IS NULL) AS holds_made,
+       count(*) FILTER (WHERE w.id IS NOT NULL) AS waitlist_offers,
+       count(*) FILTER (WHERE h.status = 'confirmed') AS holds_confirmed,
+       count(*) FILTER (WHERE h.status = 'released') AS holds_released,
+       count(*) FILTER (WHERE h.status = 'expired'
+                        OR (h.status = 'held' AND h.expires_at <= now())) AS holds_expired,
+       (SELECT coalesce(sum(waiting), 0) FROM event_seats) AS waiting,
+       (SELECT extract(epoch FROM max(last_run_at)) FROM worker_heartbeats) AS worker_last_run
+FROM holds h LEFT JOIN waitlist_entries w ON w.hold_id = h.id
+"""
+
 PING = "SELECT 1"

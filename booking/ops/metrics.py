@@ -29,7 +29,7 @@ from prometheus_client import (
     Histogram,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.mmap_dict import MmapedDict
 
@@ -140,6 +140,17 @@ def merge_dead_worker(metrics_dir: str, pid: int) -> None:
     multiprocess.mark_process_dead(pid, metrics_dir)
 
 
+# Counted from the tables, so that holds settled by any process (a request, the worker, on
+# any host) are counted once.
+SALE_COUNTS = {
+    "holds_made": "Holds placed by buyers (POST /api/holds).",
+    "waitlist_offers": "Waiting-list offers made (each a hold of its own).",
+    "holds_confirmed": "Holds and offers confirmed into bookings.",
+    "holds_released": "Holds and offers given back.",
+    "holds_expired": "Holds and offers that expired.",
+}
+
+
 class KeptRows:
     """Rows that pile up, counted by one query when Prometheus scrapes (the statement
     timeout bounds it); nothing is counted on the booking path. No database: no sample."""
@@ -147,7 +158,7 @@ class KeptRows:
     def __init__(self, ttl_seconds: int) -> None:
         self.ttl_seconds = ttl_seconds
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         # Imported here: booking.db counts its connections with this module's metrics.
         from booking.db import DatabaseUnavailable, get_db, queries
 
@@ -166,6 +177,18 @@ class KeptRows:
             "Stored keys past IDEMPOTENCY_TTL_SECONDS.",
             row["expired_idempotency_keys"],
         )
+        sale = get_db().fetch_one(queries.COUNT_SALE)
+        for name, help_text in SALE_COUNTS.items():
+            yield CounterMetricFamily(name, help_text, sale[name])
+        yield GaugeMetricFamily(
+            "waitlist_waiting", "Waiting-list entries waiting.", sale["waiting"]
+        )
+        if sale["worker_last_run"] is not None:
+            yield GaugeMetricFamily(
+                "worker_last_run_timestamp_seconds",
+                "When a worker last finished a pass (Unix time); stale: no worker runs.",
+                float(sale["worker_last_run"]),
+            )
 
 
 @bp.get("/metrics")
