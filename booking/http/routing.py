@@ -11,10 +11,16 @@ from flask import Flask
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, ValidationError
 
+from booking import resources
 from booking.http.schemas import MAX_INT
 
-# The 404 code of each resource, by the name of its id in the path.
-NOT_FOUND_CODES = {"booking_id": "booking_not_found", "event_id": "event_not_found"}
+
+def is_id(segment: str) -> bool:
+    """ASCII digits, 1..MAX_INT: what the `id` converter takes."""
+    if not (segment.isascii() and segment.isdigit()):
+        return False
+    digits = segment.lstrip("0")
+    return 1 <= len(digits) <= 10 and int(digits) <= MAX_INT
 
 
 class IdConverter(BaseConverter):
@@ -49,12 +55,16 @@ def _routes_taking_any_id(app: Flask) -> Map:
 
 
 def refused_id(app: Flask, path: str, method: str) -> str | MethodNotAllowed | None:
-    """For a path that names no route: the resource's 404 code if the path is one of its
-    routes but for a malformed id, that route's 405 for a method it does not take, or None."""
+    """For a path that names no route: the 404 code its resource states for the first
+    malformed id if the path is one of its routes but for that, the route's 405 for a
+    method it does not take, or None."""
     try:
-        _, args = _routes_taking_any_id(app).bind("localhost").match(path, method)
+        endpoint, args = _routes_taking_any_id(app).bind("localhost").match(path, method)
     except MethodNotAllowed as exc:
         return exc
     except (NotFound, RequestRedirect):
         return None
-    return next(NOT_FOUND_CODES[name] for name in args if name in NOT_FOUND_CODES)
+    resource = resources.of_endpoint(app, endpoint)
+    codes = resource.ids if resource else {}
+    malformed = next(name for name, segment in args.items() if not is_id(segment))
+    return codes.get(malformed, "not_found")

@@ -1,13 +1,9 @@
 """Input schemas: every body, query and header is checked here before it reaches SQL."""
 
-import codecs
-import json
 import re
 from typing import Any
 
-from flask import request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
-from werkzeug.exceptions import RequestEntityTooLarge
 
 MAX_INT = 2_147_483_647
 
@@ -115,53 +111,6 @@ def user_id_field() -> fields.String:
     )
 
 
-class BookingRequestSchema(Schema):
-    """user_id is optional when callers are authenticated: see booking_request_schema."""
-
-    class Meta:
-        unknown = RAISE
-
-    event_id = StrictInteger(
-        required=True, validate=validate.Range(min=1, max=MAX_INT), metadata={"example": 1}
-    )
-    user_id = user_id_field()
-
-
-# The schemas views load with are made once (see EVENT_CREATE, EVENT_LIST_QUERY too):
-# building a marshmallow Schema costs more than loading a body with it.
-BOOKING_REQUEST = BookingRequestSchema()
-BOOKING_REQUEST_OF_CALLER = BookingRequestSchema(partial=("user_id",))
-
-
-def booking_request_schema(callers_authenticated: bool) -> BookingRequestSchema:
-    """The body of reserve and cancel; an authenticated caller may leave user_id out."""
-    return BOOKING_REQUEST_OF_CALLER if callers_authenticated else BOOKING_REQUEST
-
-
-class EventCreateSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    name = EventName()
-    total_seats = StrictInteger(
-        required=True, validate=validate.Range(min=0, max=1_000_000), metadata={"example": 100}
-    )
-
-
-EVENT_CREATE = EventCreateSchema()
-
-
-class EventListQuerySchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
-
-
-EVENT_LIST_QUERY = EventListQuerySchema()
-
-
 # Response bodies. The views build their JSON themselves; these schemas describe it in
 # /openapi.json, and the schemathesis tests hold every live response to them.
 
@@ -195,38 +144,6 @@ def Count(example: int) -> fields.Integer:
     )
 
 
-class BookingSchema(ResponseSchema):
-    booking_id = Id(example=42)
-    event_id = Id(example=1)
-    user_id = fields.String(required=True, metadata={"example": "alice"})
-    created_at = Timestamp()
-
-
-class CancelledBookingSchema(BookingSchema):
-    cancelled_at = Timestamp()
-
-
-class BookingStatusSchema(BookingSchema):
-    status = fields.String(required=True, validate=validate.OneOf(["active", "cancelled"]))
-    cancelled_at = Timestamp(allow_none=True)
-
-
-class AvailabilitySchema(ResponseSchema):
-    event_id = Id(example=1)
-    total_seats = Count(example=100)
-    booked = Count(example=58)
-    left = Count(example=42)
-
-
-class EventSchema(AvailabilitySchema):
-    name = fields.String(required=True, metadata={"example": "Opening night"})
-
-
-class EventListSchema(ResponseSchema):
-    events = fields.List(fields.Nested(EventSchema), required=True)
-    next_after = fields.Integer(required=True, allow_none=True)
-
-
 class ErrorSchema(ResponseSchema):
     error = fields.String(required=True, metadata={"description": "A stable error code."})
 
@@ -240,88 +157,3 @@ class ValidationErrorSchema(ErrorSchema):
             "example": {"user_id": ["Must not be blank."]},
         },
     )
-
-
-class StatusSchema(ResponseSchema):
-    status = fields.String(required=True, validate=validate.OneOf(["ok", "ready"]))
-
-
-class LinksSchema(ResponseSchema):
-    docs = fields.String(required=True, validate=validate.OneOf(["/docs"]))
-    openapi = fields.String(required=True, validate=validate.OneOf(["/openapi.json"]))
-
-
-class NotReadySchema(ResponseSchema):
-    status = fields.String(required=True, validate=validate.OneOf(["not_ready"]))
-    reason = fields.String(required=True, validate=validate.OneOf(["db"]))
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-class DuplicateKey(ValueError):
-    pass
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    """A JSON object; a key given twice is refused, not silently the last one."""
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise DuplicateKey(key)
-        seen.add(key)
-    return dict(pairs)
-
-
-def _read_body() -> bytes:
-    """The whole body, or 413 when it is over MAX_CONTENT_LENGTH, chunked or not.
-
-    Werkzeug stops reading a chunked body at the limit without saying so: one more byte
-    from the server's stream tells a body of exactly the limit from a longer one.
-    """
-    raw = request.get_data(cache=False)  # Content-Length over the limit: 413 already
-    limit = request.max_content_length
-    chunked = request.content_length is None
-    if (
-        chunked
-        and limit is not None
-        and len(raw) >= limit
-        and request.environ["wsgi.input"].read(1)
-    ):
-        raise RequestEntityTooLarge()
-    return raw
-
-
-def _utf8_text(raw: bytes) -> str:
-    """JSON on the wire is UTF-8 without a byte order mark (RFC 8259, section 8.1)."""
-    if raw.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ValidationError({"_body": ["Body must not start with a byte order mark."]})
-    if b"\x00" in raw:  # never in UTF-8 JSON; in every UTF-16 or UTF-32 one
-        raise ValidationError({"_body": ["Body must be UTF-8, not UTF-16 or UTF-32."]})
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValidationError({"_body": ["Body must be valid UTF-8."]}) from None
-
-
-def load_json_body(schema: Schema) -> dict:
-    """Parse and validate the request body; anything malformed is a ValidationError."""
-    if not request.is_json:
-        raise ValidationError({"_body": ["Content-Type must be application/json."]})
-    text = _utf8_text(_read_body())
-    try:
-        data = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_object_without_duplicates
-        )
-    except DuplicateKey as exc:
-        raise ValidationError({"_body": [f"Duplicate key in a JSON object: {exc}"]}) from None
-    except (ValueError, RecursionError):
-        raise ValidationError({"_body": ["Body must be valid JSON."]}) from None
-    if not isinstance(data, dict):
-        raise ValidationError({"_body": ["Body must be a JSON object."]})
-    return schema.load(data)
-
-
-def load_query(schema: Schema) -> dict:
-    return schema.load(request.args.to_dict())
