@@ -1,15 +1,11 @@
-"""OpenAPI descriptions written on the views they describe, and the decorators that keep
-the view to them.
+"""OpenAPI descriptions written on the views they describe, by decorators that also do it.
 
-Decorators in the manner of microblog-api's @body/@response/@other_responses: each records
-a part of the view's operation, and @body, @query and @response also do what they
-describe: the view gets the body or query string loaded with the schema, and the data it
-returns is dumped with the response schema (a Response it returns, such as a stored
-outcome replayed, is sent as it is). booking.http.openapi assembles the records into
-/openapi.json with apispec, whose marshmallow plugin names each schema used as a component.
-The responses routes share are declared here, once, and added where they apply: 500 to
-every route, 503 to those that read the database, 413 and 422 to those that take a body or
-a query string.
+In the manner of microblog-api's @body/@response/@other_responses, each records a part of
+the view's operation, which booking.http.openapi assembles with apispec; @body and @query
+hand the view the request loaded with their schema, @response dumps the data it returns
+(a Response, such as a stored outcome, goes out as it is). The responses routes share are
+declared once and added where they apply: 500 to every route, 503 to those that read the
+database, 413 and 422 to those that take a body or a query string.
 """
 
 import functools
@@ -26,8 +22,8 @@ from booking.http.body import load_json_body
 
 JSON = "application/json"
 F = TypeVar("F", bound=Callable)
-# A schema, or the schema for a configuration (booking.config.Config).
-SchemaFor = Schema | type[Schema] | Callable[[Any], Schema]
+# A schema, or a function of the configuration (booking.config.Config) giving one.
+SchemaFor = Schema | Callable[[Any], Schema]
 
 
 def ref(kind: str, name: str) -> dict:
@@ -147,16 +143,11 @@ class Operation:
         if parameters:
             operation["parameters"] = parameters
         if self.body:
-            content = {JSON: {"schema": schema_for(self.body, config)}}
+            schema = self.body if isinstance(self.body, Schema) else self.body(config)
+            content = {JSON: {"schema": schema}}
             operation["requestBody"] = {"required": True, "content": content}
         operation["responses"] = responses
         return operation
-
-
-def schema_for(schema: SchemaFor, config: Any) -> Schema | type[Schema]:
-    if isinstance(schema, Schema) or (isinstance(schema, type) and issubclass(schema, Schema)):
-        return schema
-    return schema(config)
 
 
 def _replayable(response: dict) -> dict:
@@ -192,9 +183,8 @@ def doc(summary: str, tag: str, *, database: bool = True) -> Callable[[F], F]:
 
 
 def body(schema: SchemaFor) -> Callable[[F], F]:
-    """The view takes a JSON body, read strictly (booking.http.body) and loaded with this
-    schema, a Schema or a function of the configuration giving one; the view gets the data
-    as its first argument. Adds the shared 413 and 422."""
+    """The view gets the JSON body, read strictly (booking.http.body) and loaded with this
+    schema, as its first argument. Adds the shared 413 and 422."""
 
     def decorator(view: F) -> F:
         fixed = schema if isinstance(schema, Schema) else None
@@ -204,15 +194,14 @@ def body(schema: SchemaFor) -> Callable[[F], F]:
             loader = fixed or schema(current_app.config["BOOKING"])  # type: ignore[operator]
             return view(load_json_body(loader), *args, **kwargs)
 
-        operation = operation_for(loading)
-        operation.body = schema
+        operation_for(loading).body = schema
         return loading  # type: ignore[return-value]
 
     return decorator
 
 
 def query(schema: Schema) -> Callable[[F], F]:
-    """The view takes a query string loaded with this schema, as its first argument.
+    """The view gets the query string loaded with this schema as its first argument.
     Adds the shared 422."""
 
     def decorator(view: F) -> F:

@@ -21,6 +21,28 @@ F = TypeVar("F", bound=Callable)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# Their OpenAPI components (booking.http.openapi).
+PARAMETER_COMPONENTS = {
+    "IdempotencyKey": {
+        "name": HEADER,
+        "required": False,
+        "description": "Makes a retry safe: the same key and request replay the stored"
+        " outcome instead of booking again.",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_KEY_LENGTH,
+            # Printable ASCII; no space at either end, as HTTP trims header values.
+            "pattern": r"^[!-~]([ -~]*[!-~])?$",
+        },
+    }
+}
+HEADER_COMPONENTS = {
+    "IdempotentReplayed": {
+        "description": "Present on a replay of a stored outcome for the same Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 def read_key(caller: str | None) -> str | None:

@@ -18,7 +18,7 @@ from marshmallow import fields, validate
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
-from booking.http import apidoc, idempotency
+from booking.http import apidoc, caching, idempotency
 from booking.http.schemas import ResponseSchema
 
 bp = Blueprint("openapi", __name__)
@@ -26,11 +26,11 @@ bp = Blueprint("openapi", __name__)
 # Routes that are not part of the API: the docs page's own scripts and styles.
 UNDOCUMENTED = {"static", "openapi.docs_asset"}
 
+# Header components by name; those of a header the service reads or writes in one
+# module (booking.http.idempotency, caching) are described there.
 HEADERS = {
-    "IdempotentReplayed": {
-        "description": "Present on a replay of a stored outcome for the same Idempotency-Key.",
-        "schema": {"type": "string", "enum": ["true"]},
-    },
+    **idempotency.HEADER_COMPONENTS,
+    **caching.HEADER_COMPONENTS,
     "RetryAfter": {
         "description": "Seconds to wait before trying again.",
         "schema": {"type": "integer", "minimum": 0},
@@ -40,15 +40,8 @@ HEADERS = {
         "description": '`Bearer` without a token; `Bearer error="invalid_token"` for a bad one.',
         "schema": {"type": "string", "enum": ["Bearer", 'Bearer error="invalid_token"']},
     },
-    "CacheControl": {
-        "description": "Any cache may keep this body for a second; see ETag.",
-        "schema": {"type": "string", "enum": ["public, max-age=1"]},
-    },
-    "ETag": {
-        "description": "A strong tag of this exact body: it changes whenever the body does.",
-        "schema": {"type": "string", "pattern": r'^"[0-9a-f]{40}"$'},
-    },
 }
+PARAMETERS = {**idempotency.PARAMETER_COMPONENTS, **caching.PARAMETER_COMPONENTS}
 
 DESCRIPTION = """\
 Book seats: an event with N seats gets exactly N bookings under any load, a user never holds
@@ -116,34 +109,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
     )
     for name, header in HEADERS.items():
         spec.components.header(name, header)
-    spec.components.parameter(
-        "IdempotencyKey",
-        "header",
-        {
-            "name": idempotency.HEADER,
-            "required": False,
-            "description": "Makes a retry safe: the same key and request replay the stored"
-            " outcome instead of booking again.",
-            "schema": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": idempotency.MAX_KEY_LENGTH,
-                # Printable ASCII; no space at either end, as HTTP trims header values.
-                "pattern": r"^[!-~]([ -~]*[!-~])?$",
-            },
-        },
-    )
-    spec.components.parameter(
-        "IfNoneMatch",
-        "header",
-        {
-            "name": "If-None-Match",
-            "required": False,
-            "description": "ETags of bodies the client holds, or *: when one is still"
-            " current the answer is 304 without a body.",
-            "schema": {"type": "string"},
-        },
-    )
+    for name, parameter in PARAMETERS.items():
+        spec.components.parameter(name, "header", parameter)
     spec.components.response("NotFound", apidoc.error("No such route.", "not_found"))
     spec.components.response(
         "MethodNotAllowed",
