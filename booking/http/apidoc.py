@@ -251,11 +251,15 @@ def location_header(template: str) -> dict:
 
 
 def response(
-    status: int, description: str, schema: type[Schema], *, location: str | None = None
+    status: int,
+    description: str,
+    schema: type[schemas.ResponseSchema],
+    *,
+    location: str | None = None,
 ) -> Callable[[F], F]:
-    """The success response: the data the view returns, dumped with this schema and sent
-    with this status; a Response the view returns goes out as it is. location: the
-    template of the Location header of a new resource ("/api/events/{event_id}")."""
+    """The success response: the fields of this schema of the data the view returns
+    (ResponseSchema.pick), sent with this status; a Response the view returns goes out as
+    it is. location: the Location template of a new resource ("/api/events/{event_id}")."""
     answer = described(description, schema)
     if location:
         answer["headers"] = {"Location": location_header(location)}
@@ -267,7 +271,7 @@ def response(
             data = view(*args, **kwargs)
             if not isinstance(data, (dict, list)):
                 return data
-            dumped = dumper.dump(data)
+            dumped = dumper.pick(data)
             answered = jsonify(dumped)
             answered.status_code = status
             if location:
