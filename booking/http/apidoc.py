@@ -2,8 +2,8 @@
 
 In the manner of microblog-api's @body/@response/@other_responses, each records a part of
 the view's operation, which booking.http.openapi assembles with apispec; @body and @query
-hand the view the request loaded with their schema, @response dumps the data it returns
-(a Response, such as a stored outcome, goes out as it is). The responses routes share are
+hand the view the request loaded with their schema, @response sends the schema's fields of
+the data it returns (a Response, such as a stored outcome, goes out as it is). The responses routes share are
 declared once and added where they apply: 500 to every route, 503 to those that read the
 database, 413 and 422 to those that take a body or a query string.
 """

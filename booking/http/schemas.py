@@ -124,7 +124,8 @@ class ResponseSchema(Schema):
         """The fields of the data this schema declares, nested ones too, values as they are.
 
         What dump() sends for values already of their fields' types, as the rows SQL builds
-        are, without converting each again: dump() takes 494 µs for one 20-event page.
+        are, without converting each again: dump() of one 20-event page took 250-494 µs of CPU
+        here, this 13-37 µs.
         """
         names, nested = self._pick_plan
         picked = {name: data[name] for name in names if name in data}
