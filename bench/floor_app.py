@@ -1,6 +1,6 @@
 """The floor: the service's stack and SQL with none of its extras, for `make bench`.
 
-Flask and psycopg2 sending the service's own statements (booking/db/queries.py), served by
+Flask and psycopg2 sending the service's own statements (booking/resources/), served by
 gunicorn with the service's settings and worker count (bench/floor.gunicorn.conf.py). What
 a new user would write first: no validation, logging, metrics, request ids, rate limit or
 client-side deadline, one autocommit connection per worker. `make bench` measures the
@@ -12,7 +12,7 @@ import os
 import psycopg2
 from flask import Flask, Response, jsonify, request
 
-from booking.db import queries
+from booking.resources import bookings, events
 
 app = Flask(__name__)
 
@@ -40,7 +40,7 @@ def health() -> Response:
 @app.get("/api/events/<int:event_id>/availability")
 def availability(event_id: int) -> Response | tuple[Response, int]:
     with cursor() as cur:
-        cur.execute(queries.FIND_EVENT, (event_id,))
+        cur.execute(events.FIND_EVENT, (event_id,))
         row = cur.fetchone()
     if row is None:
         return jsonify(error="event_not_found"), 404
@@ -53,7 +53,7 @@ def reserve() -> tuple[Response, int]:
     data = request.get_json()
     with cursor() as cur:
         cur.execute(
-            queries.RESERVE_SEAT,
+            bookings.RESERVE_SEAT,
             (data["event_id"], data["user_id"], None, None, IDEMPOTENCY_TTL_S),
         )
         status, body, _replayed = cur.fetchone()

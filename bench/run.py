@@ -56,10 +56,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench import profile  # noqa: E402
 from bench.wire import WireCounter  # noqa: E402
-from booking import queries  # noqa: E402
 from booking.config import Config  # noqa: E402
 from booking.db import create_database, drop_database  # noqa: E402
 from booking.db import database_url as resolve_database_url  # noqa: E402
+from booking.resources.events import FIND_EVENT  # noqa: E402
 from tests.support import Gunicorn, start_nginx  # noqa: E402
 
 HOT_SEATS = 100_000
@@ -612,7 +612,7 @@ EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) "
 def explain(conn, event_id: int) -> dict[str, list[str]]:
     """The plans of one availability read and of one booking's check-and-insert."""
     with conn.cursor() as cur:
-        cur.execute(EXPLAIN + queries.FIND_EVENT, (event_id,))
+        cur.execute(EXPLAIN + FIND_EVENT, (event_id,))
         availability = [row[0] for row in cur.fetchall()]
         cur.execute("BEGIN")
         cur.execute(
@@ -638,7 +638,7 @@ def print_plans(conn) -> None:
     for name in at_zero:
         print(f"  {name:18} {buffers(at_zero[name]):28} {buffers(at_full[name])}")
     print("\nPlans at 90,000 seats booked:")
-    print("  availability: " + " ".join(queries.FIND_EVENT.split()))
+    print("  availability: " + " ".join(FIND_EVENT.split()))
     print("\n".join("    " + line for line in at_full["availability"]))
     print("  reserve_seat(): its check-and-insert statement, bench/check_and_insert.sql")
     print("\n".join("    " + line for line in at_full["check-and-insert"]))

@@ -53,15 +53,16 @@ def create_app(config: Config | None = None) -> Flask:
         n = config.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     auth.init_app(app)
-    limits.init_limiter(app, bookings.bp, events.bp)
+    limits.init_limiter(app)
 
     register_error_handlers(app)
     routing.init_app(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(bookings.bp)
-    app.register_blueprint(events.bp)
-    app.register_blueprint(holds.bp)
-    app.register_blueprint(waitlist.bp)
+    # One line per resource: what it needs besides its routes comes with it.
+    health.RESOURCE.register(app)
+    bookings.RESOURCE.register(app)
+    events.RESOURCE.register(app)
+    holds.RESOURCE.register(app)
+    waitlist.RESOURCE.register(app)
     metrics.init_app(app)
     app.register_blueprint(openapi.bp)
     cli.register_commands(app)

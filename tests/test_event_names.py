@@ -13,7 +13,7 @@ import requests
 from marshmallow import ValidationError
 from support import ADMIN
 
-from booking.http.schemas import EventCreateSchema
+from booking.resources.events import EventCreateSchema
 
 REFUSED = {
     "zero-width space": "\u200b",

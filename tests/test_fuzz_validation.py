@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import CANCEL, RESERVE
 
-from booking.http.schemas import MAX_INT, PRINTABLE_TEXT_PATTERN, BookingRequestSchema
+from booking.http.schemas import MAX_INT, PRINTABLE_TEXT_PATTERN
+from booking.resources.bookings import BookingRequestSchema
 
 EXAMPLES = 250
 # Stands for a new unique value, so that valid requests often book rather than collide.

@@ -1,43 +1,44 @@
-"""OpenAPI descriptions written on the views they describe.
+"""OpenAPI descriptions written on the views they describe, by decorators that also do it.
 
-Decorators in the manner of microblog-api's @body/@response/@other_responses: each records
-a part of the view's operation, from the same marshmallow schemas the view validates with;
-booking.http.openapi assembles them into /openapi.json with apispec. The responses routes share
-are declared here, once, and added where they apply: 500 to every route, 503 to those that
-read the database, 413 and 422 to those that take a body or a query string.
+In the manner of microblog-api's @body/@response/@other_responses, each records a part of
+the view's operation, which booking.http.openapi assembles with apispec; @body and @query
+hand the view the request loaded with their schema, @response sends the schema's fields of
+the data it returns (a Response, such as a stored outcome, goes out as it is). The responses routes share are
+declared once and added where they apply: 500 to every route, 503 to those that read the
+database, 413 and 422 to those that take a body or a query string.
 """
 
+import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from flask import Response, current_app, jsonify, request
 from marshmallow import Schema
 
-from booking.http import schemas
+from booking.http import caching, schemas
+from booking.http.body import load_json_body
 
 JSON = "application/json"
 F = TypeVar("F", bound=Callable)
+# A schema, or a function of the configuration (booking.config.Config) giving one.
+SchemaFor = Schema | Callable[[Any], Schema]
 
 
 def ref(kind: str, name: str) -> dict:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def schema_name(schema: type[Schema]) -> str:
-    """The component name apispec gives a schema: BookingSchema -> Booking."""
-    return schema.__name__.removesuffix("Schema")
-
-
-def json_content(schema: type[Schema], *codes: str) -> dict:
-    """A JSON body of a component schema, its `error` narrowed to the codes given."""
+def json_content(schema: Schema | type[Schema], *codes: str) -> dict:
+    """A JSON body of a schema (a component), its `error` narrowed to the codes given."""
     if not codes:
-        return {"content": {JSON: {"schema": ref("schemas", schema_name(schema))}}}
+        return {"content": {JSON: {"schema": schema}}}
     narrowed = {"properties": {"error": {"type": "string", "enum": list(codes)}}}
-    both = {"allOf": [ref("schemas", schema_name(schema)), narrowed]}
-    return {"content": {JSON: {"schema": both}}}
+    return {"content": {JSON: {"schema": {"allOf": [schema, narrowed]}}}}
 
 
-def described(description: str, schema: type[Schema], *codes: str) -> dict:
+def described(description: str, schema: Schema | type[Schema], *codes: str) -> dict:
     return {"description": description, **json_content(schema, *codes)}
 
 
@@ -98,10 +99,10 @@ class Operation:
     summary: str = ""
     tag: str = ""
     database: bool = True
-    idempotent: bool = False
+    replayed: tuple[int, ...] = ()
     cacheable: bool = False
     parameters: list = field(default_factory=list)
-    request_body: dict | None = None
+    body: SchemaFor | None = None
     takes_query: bool = False
     security: list[Security] = field(default_factory=list)
     responses: dict[str, dict] = field(default_factory=dict)
@@ -112,9 +113,9 @@ class Operation:
 
     def to_dict(self, config: Any) -> dict:
         shared = {}
-        if self.request_body:
+        if self.body:
             shared["413"] = TOO_LARGE
-        if self.request_body or self.takes_query:
+        if self.body or self.takes_query:
             shared["422"] = INVALID
         if self.database:
             shared["503"] = DB_UNAVAILABLE
@@ -125,10 +126,11 @@ class Operation:
         refusals = {status: answer for s in securities for status, answer in s.responses.items()}
         responses = {**shared, **refusals, **self.responses}
         parameters = list(self.parameters)
-        if self.idempotent:
+        if self.replayed:
             parameters.insert(0, "IdempotencyKey")  # a component, by name
+            replayed = {str(status) for status in self.replayed}
             responses = {
-                status: _replayable(response) if _is_business_outcome(status) else response
+                status: _replayable(response) if status in replayed else response
                 for status, response in responses.items()
             }
         if self.cacheable:
@@ -140,15 +142,12 @@ class Operation:
             operation["security"] = [{security.name: []} for security in securities]
         if parameters:
             operation["parameters"] = parameters
-        if self.request_body:
-            operation["requestBody"] = self.request_body
+        if self.body:
+            schema = self.body if isinstance(self.body, Schema) else self.body(config)
+            content = {JSON: {"schema": schema}}
+            operation["requestBody"] = {"required": True, "content": content}
         operation["responses"] = responses
         return operation
-
-
-def _is_business_outcome(status: str) -> bool:
-    """The outcomes stored with an Idempotency-Key and replayed (see booking.http.idempotency)."""
-    return status.startswith("2") or status in ("404", "409")
 
 
 def _replayable(response: dict) -> dict:
@@ -159,11 +158,16 @@ def operation_of(view: Callable) -> Operation | None:
     return getattr(view, "openapi", None)
 
 
+def operation_for(view: Callable) -> Operation:
+    """The view's record; a wrapper made with functools.wraps shares the wrapped one's."""
+    if operation_of(view) is None:
+        view.openapi = Operation()  # type: ignore[attr-defined]
+    return view.openapi  # type: ignore[attr-defined]
+
+
 def _recording(record: Callable[[Operation], None]) -> Callable[[F], F]:
     def decorator(view: F) -> F:
-        if operation_of(view) is None:
-            view.openapi = Operation()  # type: ignore[attr-defined]
-        record(view.openapi)  # type: ignore[attr-defined]
+        record(operation_for(view))
         return view
 
     return decorator
@@ -178,24 +182,39 @@ def doc(summary: str, tag: str, *, database: bool = True) -> Callable[[F], F]:
     return _recording(record)
 
 
-def body(schema: type[Schema]) -> Callable[[F], F]:
-    """The JSON body the view loads with this schema (adds the shared 413 and 422)."""
+def body(schema: SchemaFor) -> Callable[[F], F]:
+    """The view gets the JSON body, read strictly (booking.http.body) and loaded with this
+    schema, as its first argument. Adds the shared 413 and 422."""
 
-    def record(operation: Operation) -> None:
-        content = {JSON: {"schema": ref("schemas", schema_name(schema))}}
-        operation.request_body = {"required": True, "content": content}
+    def decorator(view: F) -> F:
+        fixed = schema if isinstance(schema, Schema) else None
 
-    return _recording(record)
+        @functools.wraps(view)
+        def loading(*args: Any, **kwargs: Any) -> Any:
+            loader = fixed or schema(current_app.config["BOOKING"])  # type: ignore[operator]
+            return view(load_json_body(loader), *args, **kwargs)
+
+        operation_for(loading).body = schema
+        return loading  # type: ignore[return-value]
+
+    return decorator
 
 
-def query(schema: type[Schema]) -> Callable[[F], F]:
-    """The query string the view loads with this schema (adds the shared 422)."""
+def query(schema: Schema) -> Callable[[F], F]:
+    """The view gets the query string loaded with this schema as its first argument.
+    Adds the shared 422."""
 
-    def record(operation: Operation) -> None:
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def loading(*args: Any, **kwargs: Any) -> Any:
+            return view(schema.load(request.args.to_dict()), *args, **kwargs)
+
+        operation = operation_for(loading)
         operation.parameters.append({"in": "query", "schema": schema})
         operation.takes_query = True
+        return loading  # type: ignore[return-value]
 
-    return _recording(record)
+    return decorator
 
 
 def path_id(name: str, what: str) -> Callable[[F], F]:
@@ -210,32 +229,59 @@ def path_id(name: str, what: str) -> Callable[[F], F]:
     return _recording(lambda operation: operation.parameters.append(parameter))
 
 
-def idempotent(view: F) -> F:
-    """The view takes an Idempotency-Key: its business outcomes may be replays."""
-
-    def record(operation: Operation) -> None:
-        operation.idempotent = True
-
-    return _recording(record)(view)
-
-
 def cacheable(view: F) -> F:
     """The view's 200 may be cached for a second and answers If-None-Match (booking.http.caching)."""
 
-    def record(operation: Operation) -> None:
-        operation.cacheable = True
+    @functools.wraps(view)
+    def cached(*args: Any, **kwargs: Any) -> Response:
+        return caching.cacheable(view(*args, **kwargs))
 
-    return _recording(record)(view)
+    operation_for(cached).cacheable = True
+    return cached  # type: ignore[return-value]
+
+
+def location_header(template: str) -> dict:
+    """Location of a new resource: /api/events/{event_id} -> ^/api/events/\\d+$"""
+    fixed_parts = re.split(r"\{\w+\}", template)
+    pattern = "^" + r"\d+".join(re.escape(part) for part in fixed_parts) + "$"
+    return {
+        "description": "Where the new resource can be read.",
+        "schema": {"type": "string", "pattern": pattern},
+    }
 
 
 def response(
-    status: int, description: str, schema: type[Schema], **headers: str
+    status: int,
+    description: str,
+    schema: type[schemas.ResponseSchema],
+    *,
+    location: str | None = None,
 ) -> Callable[[F], F]:
-    """The success response: a JSON body of this schema, and headers by component name."""
+    """The success response: the fields of this schema of the data the view returns
+    (ResponseSchema.pick), sent with this status; a Response the view returns goes out as
+    it is. location: the Location template of a new resource ("/api/events/{event_id}")."""
     answer = described(description, schema)
-    if headers:
-        answer = with_headers(answer, **headers)
-    return other_responses({status: answer})
+    if location:
+        answer["headers"] = {"Location": location_header(location)}
+    dumper = schema()
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def dumping(*args: Any, **kwargs: Any) -> Any:
+            data = view(*args, **kwargs)
+            if not isinstance(data, (dict, list)):
+                return data
+            dumped = dumper.pick(data)
+            answered = jsonify(dumped)
+            answered.status_code = status
+            if location:
+                answered.headers["Location"] = location.format(**dumped)
+            return answered
+
+        operation_for(dumping).responses[str(status)] = answer
+        return dumping  # type: ignore[return-value]
+
+    return decorator
 
 
 def other_responses(responses: dict[int, dict]) -> Callable[[F], F]:

@@ -13,6 +13,26 @@ from werkzeug.http import generate_etag
 MAX_AGE_S = 1
 # Written as is: werkzeug's response.cache_control parses and rebuilds the header.
 CACHE_CONTROL = f"public, max-age={MAX_AGE_S}"
+# Their OpenAPI components (booking.http.openapi).
+PARAMETER_COMPONENTS = {
+    "IfNoneMatch": {
+        "name": "If-None-Match",
+        "required": False,
+        "description": "ETags of bodies the client holds, or *: when one is still"
+        " current the answer is 304 without a body.",
+        "schema": {"type": "string"},
+    }
+}
+HEADER_COMPONENTS = {
+    "CacheControl": {
+        "description": "Any cache may keep this body for a second; see ETag.",
+        "schema": {"type": "string", "enum": [CACHE_CONTROL]},
+    },
+    "ETag": {
+        "description": "A strong tag of this exact body: it changes whenever the body does.",
+        "schema": {"type": "string", "pattern": r'^"[0-9a-f]{40}"$'},
+    },
+}
 
 
 def cacheable(response: Response) -> Response:

@@ -63,7 +63,7 @@ class RouteLimiter(Limiter):
     view runs, even for a route without any (GET /health, the event reads); that costs
     more than the view. Here its three hooks (the check, then the deductions and
     X-RateLimit headers, then its clean-up) move to the blueprints that declare a limit
-    and run there for the methods limited alone; init_limiter names them as it declares
+    and run there for the methods limited alone; limit_resource names them as it declares
     each limit, so no limit is ever skipped.
     """
 
@@ -104,8 +104,8 @@ class RouteLimiter(Limiter):
         self.app.teardown_request_funcs[blueprint].append(teardown)
 
 
-def init_limiter(app: Flask, bookings: Blueprint, events: Blueprint) -> Limiter:
-    """One budget per client shared by the booking routes; one for wrong admin tokens."""
+def init_limiter(app: Flask) -> None:
+    """One limiter per app; each resource declares its limits (limit_resource)."""
     config = app.config["BOOKING"]
     storage_options = {}
     if config.ratelimit_storage_uri.startswith(("redis://", "rediss://")):
@@ -113,7 +113,7 @@ def init_limiter(app: Flask, bookings: Blueprint, events: Blueprint) -> Limiter:
             "socket_timeout": REDIS_TIMEOUT_S,
             "socket_connect_timeout": REDIS_TIMEOUT_S,
         }
-    limiter = RouteLimiter(
+    app.extensions["booking_limiter"] = RouteLimiter(
         client_key,
         app=app,
         storage_uri=config.ratelimit_storage_uri,
@@ -123,20 +123,27 @@ def init_limiter(app: Flask, bookings: Blueprint, events: Blueprint) -> Limiter:
         in_memory_fallback_enabled=True,
         swallow_errors=True,
     )
-    if config.rate_limit:
-        methods = ["POST", "GET"] if config.auth_enabled else ["POST"]
-        limiter.shared_limit(config.rate_limit, scope="bookings", methods=methods)(bookings)
-        limiter.limit_methods(bookings, methods)
-    # Wrong admin tokens (ADMIN_FAILURE_LIMIT, 10 a minute and 100 an hour): an operator
-    # who mistypes is not slowed, a guesser gets 100 tries an hour. Only failures count, so
-    # a client with the right token is limited only after its own failures, never by those
-    # of other addresses. POST /api/events is the one POST of the events blueprint.
-    limiter.limit(
-        config.admin_failure_limit,
-        key_func=admin_client_key,
-        scope="admin-failures",
-        methods=["POST"],
-        deduct_when=_admin_refused,
-    )(events)
-    limiter.limit_methods(events, ["POST"])
-    return limiter
+
+
+def limit_resource(
+    app: Flask, blueprint: Blueprint, methods: tuple[str, ...], admin_methods: tuple[str, ...]
+) -> None:
+    """`methods` draw on one RATE_LIMIT budget per client, shared by every resource (when
+    RATE_LIMIT is set); wrong admin tokens on `admin_methods` on ADMIN_FAILURE_LIMIT."""
+    config = app.config["BOOKING"]
+    limiter: RouteLimiter = app.extensions["booking_limiter"]
+    if config.rate_limit and methods:
+        limiter.shared_limit(config.rate_limit, scope="bookings", methods=list(methods))(blueprint)
+        limiter.limit_methods(blueprint, list(methods))
+    if admin_methods:
+        # 10 a minute and 100 an hour by default: an operator who mistypes is not slowed,
+        # a guesser gets 100 tries an hour. Only failures count, so a client with the
+        # right token is limited only after its own failures, never by those of others.
+        limiter.limit(
+            config.admin_failure_limit,
+            key_func=admin_client_key,
+            scope="admin-failures",
+            methods=list(admin_methods),
+            deduct_when=_admin_refused,
+        )(blueprint)
+        limiter.limit_methods(blueprint, list(admin_methods))

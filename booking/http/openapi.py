@@ -6,55 +6,31 @@ drifting silently.
 """
 
 import base64
+import copy
 import hashlib
 import re
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory, url_for
+from flask import Blueprint, Flask, Response, current_app, send_from_directory, url_for
+from marshmallow import fields, validate
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
-from booking.http import apidoc, idempotency, schemas
+from booking.http import apidoc, caching, idempotency
+from booking.http.schemas import ResponseSchema
 
 bp = Blueprint("openapi", __name__)
 
 # Routes that are not part of the API: the docs page's own scripts and styles.
 UNDOCUMENTED = {"static", "openapi.docs_asset"}
 
-# And BookingRequest and WaitlistJoin, registered in build_spec: user_id is optional when
-# callers authenticate.
-COMPONENT_SCHEMAS = [
-    schemas.EventCreateSchema,
-    schemas.HoldSchema,
-    schemas.HoldClosedSchema,
-    schemas.EntrySchema,
-    schemas.BookingSchema,
-    schemas.CancelledBookingSchema,
-    schemas.BookingStatusSchema,
-    schemas.EventSchema,
-    schemas.EventListSchema,
-    schemas.AvailabilitySchema,
-    schemas.ErrorSchema,
-    schemas.ValidationErrorSchema,
-    schemas.StatusSchema,
-    schemas.NotReadySchema,
-    schemas.LinksSchema,
-]
-
+# Header components by name; those of a header the service reads or writes in one
+# module (booking.http.idempotency, caching) are described there.
 HEADERS = {
-    "Location": {
-        "description": "Where the new resource can be read.",
-        "schema": {
-            "type": "string",
-            "pattern": r"^/api/(bookings|events|holds)/\d+$|^/api/events/\d+/waitlist/\d+$",
-        },
-    },
-    "IdempotentReplayed": {
-        "description": "Present on a replay of a stored outcome for the same Idempotency-Key.",
-        "schema": {"type": "string", "enum": ["true"]},
-    },
+    **idempotency.HEADER_COMPONENTS,
+    **caching.HEADER_COMPONENTS,
     "RetryAfter": {
         "description": "Seconds to wait before trying again.",
         "schema": {"type": "integer", "minimum": 0},
@@ -64,15 +40,8 @@ HEADERS = {
         "description": '`Bearer` without a token; `Bearer error="invalid_token"` for a bad one.',
         "schema": {"type": "string", "enum": ["Bearer", 'Bearer error="invalid_token"']},
     },
-    "CacheControl": {
-        "description": "Any cache may keep this body for a second; see ETag.",
-        "schema": {"type": "string", "enum": ["public, max-age=1"]},
-    },
-    "ETag": {
-        "description": "A strong tag of this exact body: it changes whenever the body does.",
-        "schema": {"type": "string", "pattern": r'^"[0-9a-f]{40}"$'},
-    },
 }
+PARAMETERS = {**idempotency.PARAMETER_COMPONENTS, **caching.PARAMETER_COMPONENTS}
 
 DESCRIPTION = """\
 Book seats: an event with N seats gets exactly N bookings under any load, a user never holds
@@ -111,9 +80,10 @@ def _paths(app: Flask) -> dict[str, dict[str, dict]]:
             if operation is None:
                 raise LookupError(f"{method} {rule.rule} has no OpenAPI description")
             operation_id = f"{rule.endpoint.replace('.', '_')}_{method.lower()}"
+            # A copy: apispec writes the $ref of each schema into what it is given.
             paths.setdefault(_flask_path(rule.rule), {})[method.lower()] = {
                 "operationId": operation_id,
-                **operation.to_dict(config),
+                **copy.deepcopy(operation.to_dict(config)),
             }
     return paths
 
@@ -137,49 +107,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
         plugins=[MarshmallowPlugin()],
         info={"description": DESCRIPTION},
     )
-    auth_enabled = app.config["BOOKING"].auth_enabled
-    request_schema = schemas.booking_request_schema(auth_enabled)
-    spec.components.schema(apidoc.schema_name(schemas.BookingRequestSchema), schema=request_schema)
-    join_schema = schemas.WAITLIST_JOIN_OF_CALLER if auth_enabled else schemas.WAITLIST_JOIN
-    spec.components.schema(apidoc.schema_name(schemas.WaitlistJoinSchema), schema=join_schema)
-    # A PATCH changes something: JSON Schema says so, marshmallow cannot.
-    spec.components.schema(
-        apidoc.schema_name(schemas.EventUpdateSchema),
-        {"minProperties": 1},
-        schema=schemas.EventUpdateSchema,
-    )
-    for schema in COMPONENT_SCHEMAS:
-        spec.components.schema(apidoc.schema_name(schema), schema=schema)
     for name, header in HEADERS.items():
         spec.components.header(name, header)
-    spec.components.parameter(
-        "IdempotencyKey",
-        "header",
-        {
-            "name": idempotency.HEADER,
-            "required": False,
-            "description": "Makes a retry safe: the same key and request replay the stored"
-            " outcome instead of booking again.",
-            "schema": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": idempotency.MAX_KEY_LENGTH,
-                # Printable ASCII; no space at either end, as HTTP trims header values.
-                "pattern": r"^[!-~]([ -~]*[!-~])?$",
-            },
-        },
-    )
-    spec.components.parameter(
-        "IfNoneMatch",
-        "header",
-        {
-            "name": "If-None-Match",
-            "required": False,
-            "description": "ETags of bodies the client holds, or *: when one is still"
-            " current the answer is 304 without a body.",
-            "schema": {"type": "string"},
-        },
-    )
+    for name, parameter in PARAMETERS.items():
+        spec.components.parameter(name, "header", parameter)
     spec.components.response("NotFound", apidoc.error("No such route.", "not_found"))
     spec.components.response(
         "MethodNotAllowed",
@@ -203,11 +134,16 @@ def get_spec() -> dict[str, Any]:
     return app.extensions["booking_openapi"]
 
 
+class LinksSchema(ResponseSchema):
+    docs = fields.String(required=True, validate=validate.OneOf(["/docs"]))
+    openapi = fields.String(required=True, validate=validate.OneOf(["/openapi.json"]))
+
+
 @bp.get("/")
 @apidoc.doc("Where to start: the docs page and this description", tag="service", database=False)
-@apidoc.response(200, "Links.", schemas.LinksSchema)
-def index() -> Response:
-    return jsonify(docs=url_for("openapi.docs"), openapi=url_for("openapi.spec"))
+@apidoc.response(200, "Links.", LinksSchema)
+def index() -> dict:
+    return {"docs": url_for("openapi.docs"), "openapi": url_for("openapi.spec")}
 
 
 @bp.get("/openapi.json")
@@ -215,8 +151,8 @@ def index() -> Response:
 @apidoc.other_responses(
     {200: {"description": "OpenAPI 3.", "content": {apidoc.JSON: {"schema": {"type": "object"}}}}}
 )
-def spec() -> Response:
-    return jsonify(get_spec())
+def spec() -> dict:
+    return get_spec()
 
 
 DOCS_SCRIPT = (

@@ -7,21 +7,20 @@ malformed (GET /api/bookings/abc) still gets the resource's own 404, booking_not
 or the 405 of that route for a method it does not take.
 """
 
-import re
-
 from flask import Flask
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, ValidationError
 
+from booking import resources
 from booking.http.schemas import MAX_INT
 
-# The 404 code of each resource, by the name of its id in the path.
-NOT_FOUND_CODES = {
-    "booking_id": "booking_not_found",
-    "event_id": "event_not_found",
-    "hold_id": "hold_not_found",
-    "entry_id": "entry_not_found",
-}
+
+def is_id(segment: str) -> bool:
+    """ASCII digits, 1..MAX_INT: what the `id` converter takes."""
+    if not (segment.isascii() and segment.isdigit()):
+        return False
+    digits = segment.lstrip("0")
+    return 1 <= len(digits) <= 10 and int(digits) <= MAX_INT
 
 
 class IdConverter(BaseConverter):
@@ -58,30 +57,27 @@ def _routes_taking_any_id(app: Flask) -> Map:
 def refused_id(
     app: Flask, path: str, method: str, refusal: NotFound | MethodNotAllowed
 ) -> str | MethodNotAllowed | None:
-    """For a path that names no route (refusal: werkzeug's 404 or 405): the resource's 404
-    code if the path is one of its routes but for a malformed id, that route's 405 for a
-    method it does not take, or None.
+    """For a path that names no route (refusal: werkzeug's 404 or 405): the 404 code its
+    resource states for the first malformed id if the path is one of its routes but for
+    that, the route's 405 for a method it does not take, or None.
 
     Werkzeug answers 405 when a sibling route of the same path takes other methods and the
     id converter refused the value: such an id (digits out of range) is the resource's 404
-    too. An id that is not digits at all never matched that route: its 405 stands
+    too. A segment that is not digits at all never matched that route: its 405 stands
     (GET /api/bookings/reserve).
     """
     try:
-        _, args = _routes_taking_any_id(app).bind("localhost").match(path, method)
+        endpoint, args = _routes_taking_any_id(app).bind("localhost").match(path, method)
     except MethodNotAllowed as exc:
         return exc if isinstance(refusal, NotFound) else None
     except (NotFound, RequestRedirect):
         return None
-    for name, value in args.items():
-        if _well_formed(value):
-            continue
-        if isinstance(refusal, MethodNotAllowed) and not re.fullmatch(IdConverter.regex, value):
-            return None
-        return NOT_FOUND_CODES.get(name, "not_found")
-    return None
-
-
-def _well_formed(value: str) -> bool:
-    """What the id converter takes: ASCII digits, 1..MAX_INT."""
-    return re.fullmatch(IdConverter.regex, value) is not None and 1 <= int(value) <= MAX_INT
+    malformed = [name for name, segment in args.items() if not is_id(segment)]
+    if not malformed:
+        return None
+    segment = args[malformed[0]]
+    if isinstance(refusal, MethodNotAllowed) and not (segment.isascii() and segment.isdigit()):
+        return None
+    resource = resources.of_endpoint(app, endpoint)
+    codes = resource.ids if resource else {}
+    return codes.get(malformed[0], "not_found")

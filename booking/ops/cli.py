@@ -19,12 +19,18 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
-from booking.db import DatabaseUnavailable, connection_problem, get_db, queries
+from booking.db import DatabaseUnavailable, connection_problem, get_db
 from booking.db.migrations import apply_migrations, rollback_migrations
 from booking.http import idempotency
-from booking.http.schemas import EVENT_CREATE
 from booking.jobs import worker
-from booking.resources.events import create_event, list_events
+from booking.resources import bookings
+from booking.resources.events import (
+    ADVANCE_EVENT_ID_SEQUENCE,
+    EVENT_CREATE,
+    SEED_EVENT,
+    create_event,
+    list_events,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,8 +92,8 @@ def rollback_command(count: int) -> None:
 def seed_command() -> None:
     """Insert the sample events; running it again changes nothing."""
     db = get_db()
-    added = sum(db.execute(queries.SEED_EVENT, event) for event in SEED_EVENTS)
-    db.execute(queries.ADVANCE_EVENT_ID_SEQUENCE)
+    added = sum(db.execute(SEED_EVENT, event) for event in SEED_EVENTS)
+    db.execute(ADVANCE_EVENT_ID_SEQUENCE)
     click.echo(f"seed: {added} new events ({len(SEED_EVENTS)} sample events in all)")
 
 
@@ -133,7 +139,7 @@ def list_events_command(after: int, limit: int) -> None:
 def export_cancelled_command(batch: int) -> None:
     """Print every cancelled booking, one JSON line each, in id order."""
     after = 0
-    while rows := get_db().fetch_all(queries.LIST_CANCELLED_BOOKINGS_AFTER, (after, batch)):
+    while rows := get_db().fetch_all(bookings.LIST_CANCELLED_BOOKINGS_AFTER, (after, batch)):
         for row in rows:
             click.echo(json.dumps(row))
         after = rows[-1]["booking_id"]

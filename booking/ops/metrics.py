@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests, latency, booking outcomes and the database connection.
+"""Prometheus metrics: requests, latency, the database connection, and how resources count
+their outcomes (Outcomes; the counters are the resources' own).
 
 Under gunicorn every worker is a process of its own, so gunicorn.conf.py points
 PROMETHEUS_MULTIPROC_DIR at a directory emptied when the master starts: each worker writes
@@ -18,6 +19,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -52,16 +54,6 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-BOOKINGS_MADE = Counter("bookings_made", "Seats booked (idempotent replays not counted).")
-BOOKINGS_CANCELLED = Counter("bookings_cancelled", "Seats given back (replays not counted).")
-BOOKINGS_REFUSED = Counter(
-    "bookings_refused",
-    "Reserve or cancel requests that reached PostgreSQL and were refused, by reason.",
-    ["action", "reason"],
-)
-BOOKINGS_REPLAYED = Counter(
-    "bookings_replayed", "Stored outcomes replayed for a repeated Idempotency-Key.", ["action"]
-)
 DB_CONNECTIONS = Gauge(
     "db_connections_open",
     "Open PostgreSQL connections, per worker process (pid label under gunicorn).",
@@ -72,16 +64,25 @@ DB_ERRORS = Counter(
 )
 
 
-def record_outcome(action: str, status: int, body: dict, replayed: bool) -> None:
-    """Count what a reserve or cancel did; called with the booking function's result."""
-    if replayed:
-        BOOKINGS_REPLAYED.labels(action).inc()
-    elif status == 201:
-        BOOKINGS_MADE.inc()
-    elif status == 200:
-        BOOKINGS_CANCELLED.inc()
-    else:
-        BOOKINGS_REFUSED.labels(action, body.get("error", "unknown")).inc()
+@dataclass(frozen=True)
+class Outcomes:
+    """How a resource counts what its stored-outcome actions did (reserve, cancel...).
+
+    done: the counter of each (action, status) that changed something; any other status
+    is a refusal, counted by action and the body's error code; a replay is counted apart.
+    """
+
+    done: dict[tuple[str, int], Counter]
+    refused: Counter  # labels: action, reason
+    replayed: Counter  # labels: action
+
+    def record(self, action: str, status: int, body: dict, replayed: bool) -> None:
+        if replayed:
+            self.replayed.labels(action).inc()
+        elif (counter := self.done.get((action, status))) is not None:
+            counter.inc()
+        else:
+            self.refused.labels(action, body.get("error", "unknown")).inc()
 
 
 def _start_timer() -> None:

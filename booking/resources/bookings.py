@@ -1,24 +1,115 @@
 """Booking routes: reserve, cancel and look up a seat."""
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify, request
+from marshmallow import RAISE, Schema, fields, validate
+from prometheus_client import Counter
 
 from booking.auth import policy as auth
-from booking.db import get_db, queries
+from booking.config import Config
+from booking.db import get_db
 from booking.http import apidoc, idempotency
 from booking.http.errors import ApiError
 from booking.http.schemas import (
-    BookingRequestSchema,
-    BookingSchema,
-    BookingStatusSchema,
-    CancelledBookingSchema,
+    MAX_INT,
+    Id,
+    ResponseSchema,
+    StrictInteger,
+    Timestamp,
     ValidationErrorSchema,
-    booking_request_schema,
-    load_json_body,
+    user_id_field,
 )
-from booking.ops import metrics
+from booking.ops.metrics import Outcomes
+from booking.resources import Resource
 
 bp = Blueprint("bookings", __name__, url_prefix="/api/bookings")
 
+# The booking functions of migrations/: idempotency, lock and change in one round trip.
+RESERVE_SEAT = "SELECT status, body, replayed FROM reserve_seat(%s, %s, %s, %s, %s, %s)"
+
+CANCEL_SEAT = "SELECT status, body, replayed FROM cancel_seat(%s, %s, %s, %s, %s, %s)"
+
+# owner: the user whose booking it must be, or NULL for anyone's.
+FIND_BOOKING = """
+SELECT booking_json(id, event_id, user_id, created_at)
+       || jsonb_build_object('status', 'active', 'cancelled_at', NULL) AS booking
+FROM bookings WHERE id = %(id)s AND (%(owner)s::text IS NULL OR user_id = %(owner)s)
+UNION ALL
+SELECT booking_json(id, event_id, user_id, created_at)
+       || jsonb_build_object('status', 'cancelled',
+                             'cancelled_at', utc_timestamp_text(cancelled_at)) AS booking
+FROM cancelled_bookings WHERE id = %(id)s AND (%(owner)s::text IS NULL OR user_id = %(owner)s)
+"""
+
+# Plain columns, no booking_json(): the export must work after 0004 is rolled back.
+LIST_CANCELLED_BOOKINGS_AFTER = """
+SELECT id AS booking_id, event_id, user_id, utc_timestamp_text(created_at) AS created_at,
+       utc_timestamp_text(cancelled_at) AS cancelled_at
+FROM cancelled_bookings
+WHERE id > %s
+ORDER BY id
+LIMIT %s
+"""
+
+
+class BookingRequestSchema(Schema):
+    """user_id is optional when callers are authenticated: see booking_request_schema."""
+
+    class Meta:
+        unknown = RAISE
+
+    event_id = StrictInteger(
+        required=True, validate=validate.Range(min=1, max=MAX_INT), metadata={"example": 1}
+    )
+    user_id = user_id_field()
+
+
+# Made once: building a marshmallow Schema costs more than loading a body with it.
+BOOKING_REQUEST = BookingRequestSchema()
+BOOKING_REQUEST_OF_CALLER = BookingRequestSchema(partial=("user_id",))
+
+
+def booking_request_schema(config: Config) -> BookingRequestSchema:
+    """The body of reserve and cancel; an authenticated caller may leave user_id out."""
+    return BOOKING_REQUEST_OF_CALLER if config.auth_enabled else BOOKING_REQUEST
+
+
+class BookingSchema(ResponseSchema):
+    booking_id = Id(example=42)
+    event_id = Id(example=1)
+    user_id = fields.String(required=True, metadata={"example": "alice"})
+    created_at = Timestamp()
+
+
+class CancelledBookingSchema(BookingSchema):
+    cancelled_at = Timestamp()
+
+
+class BookingStatusSchema(BookingSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["active", "cancelled"]))
+    cancelled_at = Timestamp(allow_none=True)
+
+
+# A confirmed hold is a booking made too (booking.resources.holds counts it here).
+BOOKINGS_MADE = Counter("bookings_made", "Seats booked (idempotent replays not counted).")
+OUTCOMES = Outcomes(
+    done={
+        ("reserve", 201): BOOKINGS_MADE,
+        ("cancel", 200): Counter("bookings_cancelled", "Seats given back (replays not counted)."),
+    },
+    refused=Counter(
+        "bookings_refused",
+        "Booking changes that reached PostgreSQL and were refused, by action and reason.",
+        ["action", "reason"],
+    ),
+    replayed=Counter(
+        "bookings_replayed", "Stored outcomes replayed for a repeated Idempotency-Key.", ["action"]
+    ),
+)
+# The outcomes reserve_seat() and cancel_seat() store with an Idempotency-Key.
+REPLAYED = (200, 201, 404, 409)
+LOCATION = "/api/bookings/{booking_id}"
 IN_FLIGHT = "idempotency_key_in_flight"
 # Reserve and cancel answer these alike.
 SEAT_CHANGE_RESPONSES = {
@@ -33,13 +124,11 @@ SEAT_CHANGE_RESPONSES = {
 }
 
 
-def _change_seat(action: str, query: str) -> Response:
+def _change_seat(action: str, query: str, data: dict[str, Any], key: str | None) -> Response:
     """Run one booking function: one round trip, one transaction, idempotency included."""
-    key = idempotency.read_key(auth.caller_id())
-    config = current_app.config["BOOKING"]
-    data = load_json_body(booking_request_schema(config.auth_enabled))
     data["user_id"] = auth.acting_user_id(data.get("user_id"))
     fingerprint = idempotency.fingerprint(request.method, request.path, data) if key else None
+    config = current_app.config["BOOKING"]
     params = (
         data["event_id"],
         data["user_id"],
@@ -49,13 +138,14 @@ def _change_seat(action: str, query: str) -> Response:
         config.waitlist_offer_seconds,
     )
     outcome = get_db().fetch_one(query, params)
-    metrics.record_outcome(action, outcome["status"], outcome["body"], outcome["replayed"])
-    return answer(outcome, "/api/bookings/{booking_id}")
+    OUTCOMES.record(action, outcome["status"], outcome["body"], outcome["replayed"])
+    return answer(outcome, LOCATION)
 
 
 def answer(outcome: dict, location: str) -> Response:
-    """A booking function's outcome as the response: its status and body as stored for the
-    key, Location (a template filled from the body) on a 201, and the replay marked."""
+    """A booking function's outcome as the response: its status and body as it stored them
+    for the key (a replay byte for byte), Location (a template filled from the body) on a
+    201, and a replay marked."""
     status, body = outcome["status"], outcome["body"]
     response = jsonify(body)
     response.status_code = status
@@ -68,9 +158,7 @@ def answer(outcome: dict, location: str) -> Response:
 
 @bp.post("/reserve")
 @apidoc.doc("Book a seat", tag="bookings")
-@apidoc.body(BookingRequestSchema)
-@apidoc.idempotent
-@apidoc.response(201, "Booked.", BookingSchema, Location="Location")
+@apidoc.response(201, "Booked.", BookingSchema, location=LOCATION)
 @apidoc.other_responses(
     {
         404: apidoc.error("No such event, or no such booking.", "event_not_found"),
@@ -89,14 +177,14 @@ def answer(outcome: dict, location: str) -> Response:
     }
 )
 @auth.caller_required(names_user=True)
-def reserve() -> Response:
-    return _change_seat("reserve", queries.RESERVE_SEAT)
+@idempotency.keyed(*REPLAYED)
+@apidoc.body(booking_request_schema)
+def reserve(data: dict[str, Any], key: str | None) -> Response:
+    return _change_seat("reserve", RESERVE_SEAT, data, key)
 
 
 @bp.post("/cancel")
 @apidoc.doc("Give a seat back", tag="bookings")
-@apidoc.body(BookingRequestSchema)
-@apidoc.idempotent
 @apidoc.response(200, "Cancelled; the seat is free again.", CancelledBookingSchema)
 @apidoc.other_responses(
     {
@@ -108,8 +196,10 @@ def reserve() -> Response:
     }
 )
 @auth.caller_required(names_user=True)
-def cancel() -> Response:
-    return _change_seat("cancel", queries.CANCEL_SEAT)
+@idempotency.keyed(*REPLAYED)
+@apidoc.body(booking_request_schema)
+def cancel(data: dict[str, Any], key: str | None) -> Response:
+    return _change_seat("cancel", CANCEL_SEAT, data, key)
 
 
 @bp.get("/<id:booking_id>")
@@ -118,10 +208,18 @@ def cancel() -> Response:
 @apidoc.response(200, "The booking.", BookingStatusSchema)
 @apidoc.other_responses({404: apidoc.error("No such booking.", "booking_not_found")})
 @auth.caller_required(names_user=False)
-def get_booking(booking_id: int) -> Response:
+def get_booking(booking_id: int) -> dict:
     """Another caller's booking is answered exactly like one that does not exist."""
     params = {"id": booking_id, "owner": auth.visible_owner()}
-    row = get_db().fetch_one(queries.FIND_BOOKING, params)
+    row = get_db().fetch_one(FIND_BOOKING, params)
     if row is None:
         raise ApiError(404, "booking_not_found")
-    return jsonify(row["booking"])
+    return row["booking"]
+
+
+RESOURCE = Resource(
+    bp,
+    ids={"booking_id": "booking_not_found"},
+    rate_limited=("POST",),
+    rate_limited_with_callers=("GET",),
+)
