@@ -55,9 +55,9 @@ def _routes_taking_any_id(app: Flask) -> Map:
 
 
 def refused_id(app: Flask, path: str, method: str) -> str | MethodNotAllowed | None:
-    """For a path that names no route: the 404 code its resource states for the first
-    malformed id if the path is one of its routes but for that, the route's 405 for a
-    method it does not take, or None."""
+    """For a path that names no route only because of a malformed id: the 404 code its
+    resource gives that id (not_found if it gives none), or the route's 405 for a method
+    it does not take. None for any other path."""
     try:
         endpoint, args = _routes_taking_any_id(app).bind("localhost").match(path, method)
     except MethodNotAllowed as exc:
