@@ -71,6 +71,18 @@ def part(widget_id: int, part_id: int) -> dict:
     raise ApiError(404, "part_not_found")
 
 
+# A resource that names no 404 code for its id: a malformed one is still a 404.
+gadgets = Blueprint("gadgets", __name__, url_prefix="/api/gadgets")
+
+
+@gadgets.get("/<id:gadget_id>")
+@apidoc.doc("A gadget", tag="gadgets", database=False)
+@apidoc.path_id("gadget_id", "gadget")
+@apidoc.other_responses({404: apidoc.error("No such gadget.", "not_found")})
+def gadget(gadget_id: int) -> dict:
+    raise ApiError(404, "not_found")
+
+
 WIDGETS = Resource(
     bp, ids={"widget_id": "widget_not_found", "part_id": "part_not_found"}, rate_limited=("POST",)
 )
@@ -80,6 +92,7 @@ WIDGETS = Resource(
 def widget_app(config):
     app = create_app(dataclasses.replace(config, rate_limit="3/minute"))
     WIDGETS.register(app)
+    Resource(gadgets).register(app)
     return app
 
 
@@ -98,6 +111,7 @@ def widgets(widget_app):
         ("/api/widgets/x/parts/1", "widget_not_found"),
         ("/api/widgets/1/parts/x", "part_not_found"),
         ("/api/widgets/1/parts/1", "part_not_found"),
+        ("/api/gadgets/abc", "not_found"),
     ],
 )
 def test_an_unknown_or_malformed_id_is_the_resources_own_404(widgets, path, code):
