@@ -4,9 +4,11 @@ A failure a person can fix (PostgreSQL unreachable, a role or database missing, 
 refused) ends the command with one line saying what is wrong and what to do, no traceback.
 """
 
+import errno
 import functools
 import json
 import logging
+import socket
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -17,6 +19,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
+from booking.config import ConfigError, check_listening
 from booking.db import DatabaseUnavailable, connection_problem, get_db, queries
 from booking.db.migrations import apply_migrations, rollback_migrations
 from booking.http import idempotency
@@ -143,7 +146,34 @@ def database_url_command() -> None:
     click.echo(_database_url())
 
 
+@click.command("check-listen")
+@with_appcontext
+def check_listen_command() -> None:
+    """Refuse HOST:PORT before `make run` migrates: in use, or reachable by clients."""
+    config = current_app.config["BOOKING"]
+    try:
+        check_listening(config, [(config.host, config.port)])
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    try:
+        # SO_REUSEADDR as gunicorn binds: only a socket listening there makes this fail.
+        socket.create_server((config.host, config.port), family=family).close()
+    except OSError as exc:
+        busy = exc.errno == errno.EADDRINUSE
+        raise click.ClickException(
+            f"{config.host}:{config.port} "
+            + (
+                "is in use, by another `make run` or another program"
+                if busy
+                else f"cannot be used: {exc.strerror}"
+            )
+            + f"; stop the other instance, or choose another port: PORT={config.port + 1} make run"
+        ) from None
+
+
 COMMANDS = [
+    check_listen_command,
     migrate_command,
     rollback_command,
     seed_command,
