@@ -82,6 +82,39 @@ def test_malformed_chunks_are_json_and_only_a_warning(edge, case):
     assert not [e for e in log_entries(edge.log_path) if e["level"] in ("ERROR", "CRITICAL")]
 
 
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (b"FFFFFFFFFFFFFFFFFF", (422, "validation_error")),  # over 64 bits: nginx says 400
+        (b"%x" % (LIMIT + 1), (413, "payload_too_large")),  # could never fit the limit
+    ],
+    ids=["beyond 64 bits", "over the body limit"],
+)
+def test_a_chunk_size_that_cannot_fit_is_refused_before_its_data(edge, size, expected):
+    """Only the size line is sent: the answer must come without waiting for the data (else
+    raw_http times out), and with no trace in the log."""
+    status, headers, answer = raw_http(edge.port, chunked_post(RESERVE, size + b"\r\n{"))
+    assert (status, json.loads(answer)["error"]) == expected
+    (entry,) = wait_for_entries(
+        edge.log_path,
+        lambda e: (
+            e.get("request_id") == headers["x-request-id"] and e["logger"] != "gunicorn.access"
+        ),
+    )
+    assert entry["level"] == "WARNING" and "exception" not in entry
+    assert not [e for e in log_entries(edge.log_path) if e["level"] in ("ERROR", "CRITICAL")]
+
+
+def test_an_unknown_transfer_coding_is_501_not_implemented(edge):
+    request = (
+        f"POST {RESERVE} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: xchunked\r\n\r\n{}"
+    )
+    status, headers, answer = raw_http(edge.port, request.encode())
+    assert (status, json.loads(answer)) == (501, {"error": "not_implemented"})
+    assert headers["content-type"] == "application/json"
+
+
 @pytest.mark.parametrize("path", ["/api//events", "/api/events/", "/api/events//1"])
 def test_no_redirect_is_built_from_the_host_header(edge, path):
     request = f"GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
