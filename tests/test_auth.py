@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -203,6 +204,9 @@ INVALID_TOKENS = {
     "HS256 signed with the public key": lambda rsa, ec: _hs256_with_public_key(rsa),
     "RS256 claimed for the EC key": lambda rsa, ec: rsa.token(kid=ec.kid),
     "tampered payload": lambda rsa, ec: _tampered(rsa),
+    "exp 10^30": lambda rsa, ec: rsa.token(exp=10**30),
+    "exp over AUTH_MAX_TOKEN_LIFETIME": lambda rsa, ec: rsa.token(exp=int(time.time()) + 90000),
+    "iss with a trailing slash": lambda rsa, ec: rsa.token(iss=f"{ISSUER}/"),
     # Taken exactly as sent after "Bearer ", like the admin token.
     "space before": lambda rsa, ec: f" {rsa.token()}",
     "space after": lambda rsa, ec: f"{rsa.token()} ",
@@ -223,6 +227,101 @@ def test_an_invalid_token_is_401_invalid_token(client, rsa_key, ec_key, event_id
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     assert client.get(f"{BOOKINGS}/1", headers=bearer(token)).status_code == 401
     assert state() == before
+
+
+# What the log says about a refused token: the reason, never the token.
+REASONS = {
+    "malformed": "not a JWT",
+    "expired": "expired",
+    "not yet valid": "not valid yet",
+    "no exp": "no exp claim",
+    "wrong issuer": "iss is not AUTH_ISSUER: 'https://evil.test/realms/booking', expected",
+    "iss with a trailing slash": f"iss is not AUTH_ISSUER: '{ISSUER}/', expected '{ISSUER}'",
+    "wrong audience": f"aud does not name AUTH_AUDIENCE: 'another-api', expected '{AUDIENCE}'",
+    "no audience": "no aud claim",
+    "no sub": "no sub claim",
+    "blank sub": "sub is not a usable user_id",
+    "unpublished key": "bad signature",
+    "unknown kid": "kid not in the key set of AUTH_JWKS_URL",
+    "no kid": "no kid in the header",
+    "alg none": "alg is not RS256 or ES256",
+    "HS256 signed with the public key": "alg is not RS256 or ES256",
+    "exp 10^30": "exp is more than AUTH_MAX_TOKEN_LIFETIME (86400 s) away",
+    "exp over AUTH_MAX_TOKEN_LIFETIME": "exp is more than AUTH_MAX_TOKEN_LIFETIME (86400 s) away",
+}
+
+
+def refusal_lines(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "booking.auth.keys" and "refused a bearer token" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize("case", INVALID_TOKENS)
+def test_a_refused_token_is_one_warning_with_its_reason(
+    auth_config, rsa_key, ec_key, event_id, case, caplog
+):
+    client = create_app(auth_config).test_client()  # its own once-per-reason memory
+    token = INVALID_TOKENS[case](rsa_key, ec_key)
+    with caplog.at_level(logging.INFO):
+        assert reserve(client, token, event_id, "alice").status_code == 401
+    (line,) = refusal_lines(caplog)
+    assert [r.levelname for r in caplog.records if r.name == "booking.auth.keys"] == ["WARNING"]
+    assert line.startswith("refused a bearer token (invalid_token): ")
+    if case in REASONS:
+        assert REASONS[case] in line
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert token.strip() not in logged
+    assert all(part not in logged for part in token.split(".") if len(part) > 16)
+
+
+def test_a_flood_of_refused_tokens_is_one_line_per_reason(auth_config, rsa_key, event_id, caplog):
+    client = create_app(auth_config).test_client()
+    now = [1000.0]
+    client.application.extensions["booking_auth"].refusals = keys.RefusalLog(lambda: now[0])
+    with caplog.at_level(logging.INFO):
+        for _ in range(20):
+            assert reserve(client, rsa_key.token(aud="account"), event_id).status_code == 401
+            assert reserve(client, rsa_key.token(exp=1), event_id).status_code == 401
+        assert len(refusal_lines(caplog)) == 2  # one per reason
+        now[0] += keys.REFUSAL_LOG_INTERVAL_S
+        assert reserve(client, rsa_key.token(aud="account"), event_id).status_code == 401
+    lines = refusal_lines(caplog)
+    assert len(lines) == 3
+    assert "aud does not name AUTH_AUDIENCE" in lines[-1]
+    assert lines[-1].endswith("(19 more refused so since the last such line)")
+
+
+def test_the_refusal_is_in_the_worker_log_with_the_request_id(auth_server, rsa_key):
+    token = rsa_key.token(aud="account")
+    request_id = f"refused-{uuid.uuid4().hex[:8]}"
+    response = requests.post(
+        f"{auth_server.url}{RESERVE}",
+        json={"event_id": 1},
+        headers={**bearer(token), "X-Request-ID": request_id},
+        timeout=10,
+    )
+    assert response.status_code == 401
+    [entry] = wait_for_entries(
+        auth_server.log_path,
+        lambda e: e.get("request_id") == request_id and e["logger"] == "booking.auth.keys",
+    )
+    assert entry["level"] == "WARNING"
+    assert "aud does not name AUTH_AUDIENCE: 'account'" in entry["message"]
+    assert token not in auth_server.log_path.read_text()
+
+
+def test_a_token_within_the_maximum_lifetime_passes(auth_config, rsa_key, make_event):
+    event_id = make_event(10)
+    short = dataclasses.replace(auth_config, auth_max_token_lifetime=600)
+    client = create_app(short).test_client()
+    now = int(time.time())
+    assert reserve(client, rsa_key.token("ann", exp=now + 900), event_id).status_code == 401
+    assert reserve(client, rsa_key.token("ann", exp=now + 590), event_id).status_code == 201
+    default = create_app(auth_config).test_client()
+    assert reserve(default, rsa_key.token("bea", exp=now + 86000), event_id).status_code == 201
 
 
 def test_every_check_comes_before_the_database(auth_config, rsa_key):
