@@ -8,15 +8,21 @@ fetch is mocked. Rules are checked in process; what depends on several gunicorn 
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import jwt
 import pytest
@@ -616,3 +622,62 @@ def test_a_burst_of_random_kids_costs_the_provider_a_handful_of_requests(start_g
         assert 1 <= jwks.requests <= bound, (jwks.requests, elapsed)
     finally:
         jwks.stop()
+
+
+# Trying authentication locally (docs/auth.md): a key of one's own, no provider.
+
+
+def test_auth_dev_key_lets_one_try_authentication_locally(start_gunicorn, make_event, tmp_path):
+    def dev_key(*args: str, **env: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "flask", "--app", "wsgi", "auth-dev-key", *args]
+        full_env = {**os.environ, "FLASK_SKIP_DOTENV": "1", "DATA_DIR": str(tmp_path), **env}
+        for name in ("AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"):
+            full_env.setdefault(name, "")
+        done = subprocess.run(
+            command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    first = dev_key()
+    settings = re.search(
+        r"--directory (\S+) (\d+)` and start the service with"
+        r" AUTH_JWKS_URL=(\S+) AUTH_ISSUER=(\S+) AUTH_AUDIENCE=(\S+)$",
+        first.stderr.strip(),
+    )
+    assert settings, first.stderr
+    directory, hint_port, jwks_url, issuer, audience = settings.groups()
+    assert Path(directory) == tmp_path / "auth-dev"
+    assert (Path(directory) / "key.pem").stat().st_mode & 0o077 == 0
+
+    # What the hint says to run, on a free port instead of its own.
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=directory)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = str(httpd.server_address[1])
+    env = {
+        "AUTH_JWKS_URL": jwks_url.replace(f":{hint_port}/", f":{port}/"),
+        "AUTH_ISSUER": issuer,
+        "AUTH_AUDIENCE": audience,
+    }
+    try:
+        server = start_gunicorn(env=env, workers=1)
+        event_id = make_event(10)
+        url = f"{server.url}{RESERVE}"
+        alice = requests.post(
+            url, json={"event_id": event_id}, headers=bearer(first.stdout.strip()), timeout=10
+        )
+        assert (alice.status_code, alice.json()["user_id"]) == (201, "alice")
+        # With the service's settings in the environment: the same key, their iss and aud.
+        backend = dev_key("--sub", "checkout", "--scope", "bookings:any-user", **env)
+        assert backend.stderr == ""
+        carol = requests.post(
+            url,
+            json={"event_id": event_id, "user_id": "carol"},
+            headers=bearer(backend.stdout.strip()),
+            timeout=10,
+        )
+        assert (carol.status_code, carol.json()["user_id"]) == (201, "carol")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

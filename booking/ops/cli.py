@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import click
@@ -19,6 +20,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
+from booking.auth import devkey
 from booking.config import ConfigError, check_listening
 from booking.db import DatabaseUnavailable, connection_problem, get_db, queries
 from booking.db.migrations import apply_migrations, rollback_migrations
@@ -172,8 +174,38 @@ def check_listen_command() -> None:
         ) from None
 
 
+DEV_ISSUER = "booking-dev"
+DEV_AUDIENCE = "booking-api"
+DEV_JWKS_PORT = 8081
+
+
+@click.command("auth-dev-key")
+@click.option("--sub", default="alice", show_default=True, help="The caller the token is for.")
+@click.option("--scope", default="", help="Scopes, space separated: bookings:any-user.")
+@click.option("--lifetime", default=3600, show_default=True, help="Seconds until exp.")
+@with_appcontext
+def auth_dev_key_command(sub: str, scope: str, lifetime: int) -> None:
+    """Print a token signed by a key of your own; its key set goes to DATA_DIR/auth-dev/."""
+    config = current_app.config["BOOKING"]
+    directory = Path(config.data_dir) / "auth-dev"
+    key = devkey.load_or_create_key(directory)
+    key_set = devkey.write_key_set(directory, key)
+    issuer = config.auth_issuer or DEV_ISSUER
+    audience = config.auth_audience or DEV_AUDIENCE
+    click.echo(devkey.mint_token(key, sub, issuer, audience, lifetime, scope))
+    if not config.auth_enabled:
+        click.echo(
+            f"auth-dev-key: key set in {key_set}; serve it with `python3 -m http.server"
+            f" --bind 127.0.0.1 --directory {directory} {DEV_JWKS_PORT}` and start the"
+            f" service with AUTH_JWKS_URL=http://127.0.0.1:{DEV_JWKS_PORT}/{key_set.name}"
+            f" AUTH_ISSUER={issuer} AUTH_AUDIENCE={audience}",
+            err=True,
+        )
+
+
 COMMANDS = [
     check_listen_command,
+    auth_dev_key_command,
     migrate_command,
     rollback_command,
     seed_command,
