@@ -116,3 +116,20 @@ def test_the_table_is_read_as_written():
     assert docs["POST /api/bookings/reserve"]["409"] >= {"already_booked", "sold_out"}
     assert docs["GET /health"]["500"] == {"internal_error"}  # from the every-route row
     assert docs[ANY_OTHER] == {"404": {"not_found"}, "405": {"method_not_allowed"}}
+
+
+DOCUMENTS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
+REPO_PATH = re.compile(r"`((?:booking|tests|deploy|docs|bench|migrations|\.ci)/[\w./-]*)`")
+LINK = re.compile(r"\]\(([^)#\s]+)")
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_documents_point_only_to_files_in_the_repository(document):
+    text = document.read_text()
+    missing = [
+        target
+        for target in LINK.findall(text)
+        if "://" not in target and not (document.parent / target).exists()
+    ]
+    missing += [path for path in REPO_PATH.findall(text) if not (ROOT / path).exists()]
+    assert not missing, f"{document.name} names files that are not in the repository: {missing}"
