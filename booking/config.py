@@ -9,6 +9,7 @@ import importlib.util
 import ipaddress
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import limits
@@ -110,7 +111,7 @@ def check_auth(jwks_url: str | None, issuer: str | None, audience: str | None) -
 
 def number(
     default: int | None, minimum: int = 1, maximum: int | None = None, example: int | None = None
-):
+) -> Any:
     """A whole-number setting and the range it must fall in; example goes into the message."""
     bounds = {"minimum": minimum, "maximum": maximum, "example": example or default}
     return dataclasses.field(default=default, metadata={"number": bounds})
