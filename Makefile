@@ -43,10 +43,17 @@ $(VENV)/.interpreter: FORCE
 
 FORCE:
 
-run: migrate seed ## Serve the API on 127.0.0.1:$PORT: gunicorn and the worker (Procfile); Ctrl-C stops both
+# The port is checked first: a busy one must not cost a migration and a seed before it fails.
+run: install ## Serve the API on 127.0.0.1:$PORT: gunicorn and the worker (Procfile); Ctrl-C stops both
+	@$(FLASK) check-listen
+	@$(FLASK) migrate
+	@$(FLASK) seed
 	@$(BIN)/honcho start --port $(PORT) -f Procfile
 
-dev: migrate seed ## Serve with Flask's reloading debug server on 127.0.0.1:$PORT
+dev: install ## Serve with Flask's reloading debug server on 127.0.0.1:$PORT
+	@$(FLASK) check-listen
+	@$(FLASK) migrate
+	@$(FLASK) seed
 	@$(FLASK) run --debug --port $(PORT)
 
 migrate: install ## Apply the migrations not applied yet

@@ -24,8 +24,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 from booking.config import (  # noqa: E402
     Config,
     ConfigError,
+    check_listening,
     redacted,
-    refuse_forgeable_forwarding,
 )
 
 try:
@@ -79,8 +79,11 @@ def on_starting(server):
     # Said once, by the arbiter: an open service must not be a surprise.
     auth.log_mode(app_config, server.log)
 
-    # Before a socket is bound: TRUSTED_PROXIES only where clients cannot reach gunicorn.
-    refuse_forgeable_forwarding(app_config, server.cfg.address)
+    # Before a socket is bound: only the proxies may reach gunicorn.
+    try:
+        check_listening(app_config, server.cfg.address)
+    except ConfigError as exc:
+        raise SystemExit(f"refusing to start: {exc}") from None
 
     # Requests gunicorn rejects itself are answered in JSON like every other error.
     gunicorn_hooks.install()

@@ -5,10 +5,15 @@ its default is written once, on the field.
 """
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import limits
+from limits.storage import SCHEMES as STORAGE_SCHEMES
 
 EMBEDDED_HINT = "unset DATABASE_URL to use the embedded PostgreSQL"
 
@@ -17,12 +22,12 @@ class ConfigError(Exception):
     """A setting in the environment that cannot be used; the message names it."""
 
 
-def _int(name: str, raw: str) -> int:
+def _int(name: str, raw: str, example: int) -> int:
     try:
         return int(raw)
     except ValueError:
         raise ConfigError(
-            f"{name}={raw!r} is not a whole number; set a number or unset it"
+            f"{name}={raw!r} is not a whole number; set one (e.g. {name}={example}) or unset it"
         ) from None
 
 
@@ -56,6 +61,39 @@ def check_database_url(url: str) -> None:
         )
 
 
+def check_rate_limit(name: str, value: str, example: str) -> None:
+    """A ConfigError for a limit the limiter could not apply: it would fail open, per request."""
+    try:
+        parsed = limits.parse_many(value)
+    except ValueError:
+        parsed = []
+    if not parsed or any(item.amount < 1 for item in parsed):
+        raise ConfigError(
+            f"{name}={value!r} is not a rate limit; write amounts per period separated by"
+            f" semicolons (e.g. {name}={example}) or unset it"
+        )
+
+
+def check_storage_uri(uri: str) -> None:
+    """A ConfigError for a limiter storage that cannot be used: the limiter would fall back
+    to per-process counting without a word."""
+    scheme = urlsplit(uri).scheme
+    storage = STORAGE_SCHEMES.get(scheme)
+    example = "RATELIMIT_STORAGE_URI=redis://127.0.0.1:6379/0"
+    if storage is None or scheme.startswith("async+"):
+        raise ConfigError(
+            f"RATELIMIT_STORAGE_URI={redacted(uri)} is not a storage the limiter knows;"
+            f" use memory:// or a Redis URL (e.g. {example}) or unset it"
+        )
+    needed = [name.partition(".")[0] for name in getattr(storage, "DEPENDENCIES", [])]
+    if needed and not any(importlib.util.find_spec(name) for name in needed):
+        raise ConfigError(
+            f"RATELIMIT_STORAGE_URI={redacted(uri)} needs the Python package"
+            f" {needed[0]}, which is not installed; use memory:// or a Redis URL"
+            f" (e.g. {example}) or unset it"
+        )
+
+
 def check_auth(jwks_url: str | None, issuer: str | None, audience: str | None) -> None:
     """A ConfigError for half a caller authentication: it must not quietly leave it open."""
     values = {"AUTH_JWKS_URL": jwks_url, "AUTH_ISSUER": issuer, "AUTH_AUDIENCE": audience}
@@ -71,6 +109,31 @@ def check_auth(jwks_url: str | None, issuer: str | None, audience: str | None) -
         raise ConfigError("AUTH_JWKS_URL must be an https:// (or http://) URL")
 
 
+def number(
+    default: int | None, minimum: int = 1, maximum: int | None = None, example: int | None = None
+) -> Any:
+    """A whole-number setting and the range it must fall in; example goes into the message."""
+    bounds = {"minimum": minimum, "maximum": maximum, "example": example or default}
+    return dataclasses.field(default=default, metadata={"number": bounds})
+
+
+def check_numbers(config: "Config") -> None:
+    """A ConfigError for a number out of its range: 0 would mean "never" or "forever"."""
+    for setting in dataclasses.fields(config):
+        bounds = setting.metadata.get("number")
+        value = getattr(config, setting.name)
+        if bounds is None or value is None:
+            continue
+        low, high, example = bounds["minimum"], bounds["maximum"], bounds["example"]
+        if value < low or (high is not None and value > high):
+            name = setting.name.upper()
+            wanted = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise ConfigError(
+                f"{name}={value} is out of range; set a whole number {wanted}"
+                f" (e.g. {name}={example}) or unset it"
+            )
+
+
 @dataclass(frozen=True)
 class Config:
     # None means: use the embedded PostgreSQL under .data/ (see booking.db.embedded).
@@ -84,41 +147,51 @@ class Config:
     ratelimit_storage_uri: str = "memory://"
     # Keeps this service's counters apart from others sharing the same Redis.
     ratelimit_key_prefix: str = "booking"
-    trusted_proxies: int = 0
+    trusted_proxies: int = number(0, minimum=0, example=1)
     # The operator's word that only the trusted proxies can reach the address gunicorn
-    # listens on (a private network, a firewall): see refuse_forgeable_forwarding.
+    # listens on (a private network, a firewall): see check_listening.
     only_proxies_can_connect: bool = False
-    idempotency_ttl_seconds: int = 86400
+    idempotency_ttl_seconds: int = number(86400)
     # How long a hold keeps its seat, and a waiting-list offer (a hold of its own) its seat.
-    hold_seconds: int = 600
-    waitlist_offer_seconds: int = 3600
+    hold_seconds: int = number(600)
+    waitlist_offer_seconds: int = number(3600)
     # How often the worker looks for holds and offers that expired with no request about.
-    worker_poll_seconds: int = 1
-    db_statement_timeout_ms: int = 5000
-    db_connect_timeout_s: int = 3
+    worker_poll_seconds: int = number(1)
+    db_statement_timeout_ms: int = number(5000)
+    # libpq takes 0 as "wait forever", hence at least 1.
+    db_connect_timeout_s: int = number(3)
     data_dir: str = ".data"
     # Set by gunicorn.conf.py: where every worker writes its metrics (see booking.ops.metrics).
     prometheus_multiproc_dir: str | None = None
     # Gunicorn's (gunicorn.conf.py): where it listens, and its workers. 127.0.0.1 keeps a
     # development server private; deploy/booking.service sets what production needs.
     host: str = "127.0.0.1"
-    port: int = 3000
+    port: int = number(3000, maximum=65535)
     # None means: 2 x cores + 1.
-    web_concurrency: int | None = None
-    gunicorn_timeout: int = 30
-    gunicorn_graceful_timeout: int = 30
+    web_concurrency: int | None = number(None, example=5)
+    # 0 would turn gunicorn's worker timeout off: a stuck worker would never be replaced.
+    gunicorn_timeout: int = number(30)
+    gunicorn_graceful_timeout: int = number(30, minimum=0)
     # Each worker is replaced after this many requests (give or take a tenth).
-    gunicorn_max_requests: int = 2000
+    # 0: never.
+    gunicorn_max_requests: int = number(2000, minimum=0)
     # Caller authentication (booking.auth.policy): all three set, or none (callers not authenticated).
     auth_jwks_url: str | None = None
     auth_issuer: str | None = None
     auth_audience: str | None = None
+    # Seconds: a token whose exp is further away is refused, so no token lives for ever.
+    auth_max_token_lifetime: int = number(86400)
     # Not read from the environment: the contract's bodies are small.
     max_content_length: int = dataclasses.field(default=16 * 1024, metadata={"env": False})
 
     def __post_init__(self) -> None:
         if self.database_url is not None:
             check_database_url(self.database_url)
+        check_numbers(self)
+        if self.rate_limit is not None:
+            check_rate_limit("RATE_LIMIT", self.rate_limit, "20/second;600/minute")
+        check_rate_limit("ADMIN_FAILURE_LIMIT", self.admin_failure_limit, "10/minute;100/hour")
+        check_storage_uri(self.ratelimit_storage_uri)
         check_auth(self.auth_jwks_url, self.auth_issuer, self.auth_audience)
 
     @property
@@ -135,7 +208,7 @@ class Config:
                 continue
             raw = os.environ[name]
             if setting.type in (int, int | None):
-                values[setting.name] = _int(name, raw)
+                values[setting.name] = _int(name, raw, setting.metadata["number"]["example"])
             elif setting.type is bool:
                 values[setting.name] = _bool(name, raw)
             else:
@@ -152,21 +225,29 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def refuse_forgeable_forwarding(config: Config, addresses: list) -> None:
-    """Exit with one line when any client could forge X-Forwarded-For.
+def check_listening(config: Config, addresses: list) -> None:
+    """A ConfigError when clients could reach gunicorn itself, not only through nginx.
 
-    With TRUSTED_PROXIES set the app believes the last X-Forwarded-For entries; that is
-    only safe when no one but the proxies can connect: gunicorn on loopback (or a Unix
-    socket) behind nginx, or ONLY_PROXIES_CAN_CONNECT=1. `addresses` is gunicorn's
-    cfg.address: (host, port) pairs, or a path for a Unix socket.
+    A sync worker reads a request for as long as the client takes to send it: a handful of
+    slow connections would hold every worker. nginx reads whole requests before passing
+    them on, so gunicorn listens on loopback (or a Unix socket) behind it, or on an address
+    the operator vouches only the proxies can reach (ONLY_PROXIES_CAN_CONNECT=1). With
+    TRUSTED_PROXIES set, a client reaching gunicorn could also forge X-Forwarded-For.
+    `addresses` is gunicorn's cfg.address: (host, port) pairs, or a path for a Unix socket.
     """
-    if not config.trusted_proxies or config.only_proxies_can_connect:
+    if config.only_proxies_can_connect:
         return
     for address in addresses:
         if isinstance(address, tuple) and not _is_loopback(address[0]):
-            raise SystemExit(
-                f"refusing to start: TRUSTED_PROXIES={config.trusted_proxies} while listening"
-                f" on {address[0] or '*'}:{address[1]}, where any client could forge"
-                " X-Forwarded-For; listen on 127.0.0.1 behind the proxy, or set"
+            forged = (
+                f" and forge the X-Forwarded-For that TRUSTED_PROXIES={config.trusted_proxies}"
+                " believes"
+                if config.trusted_proxies
+                else ""
+            )
+            raise ConfigError(
+                f"HOST={address[0] or '*'} (port {address[1]}) lets clients reach gunicorn"
+                f" directly, where a few slow connections hold every worker{forged};"
+                " keep HOST=127.0.0.1 behind nginx (docs/deploy.md), or set"
                 " ONLY_PROXIES_CAN_CONNECT=1 if only the proxies can reach that address"
             )

@@ -8,14 +8,21 @@ fetch is mocked. Rules are checked in process; what depends on several gunicorn 
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
+import logging
+import os
+import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import jwt
 import pytest
@@ -203,6 +210,9 @@ INVALID_TOKENS = {
     "HS256 signed with the public key": lambda rsa, ec: _hs256_with_public_key(rsa),
     "RS256 claimed for the EC key": lambda rsa, ec: rsa.token(kid=ec.kid),
     "tampered payload": lambda rsa, ec: _tampered(rsa),
+    "exp 10^30": lambda rsa, ec: rsa.token(exp=10**30),
+    "exp over AUTH_MAX_TOKEN_LIFETIME": lambda rsa, ec: rsa.token(exp=int(time.time()) + 90000),
+    "iss with a trailing slash": lambda rsa, ec: rsa.token(iss=f"{ISSUER}/"),
     # Taken exactly as sent after "Bearer ", like the admin token.
     "space before": lambda rsa, ec: f" {rsa.token()}",
     "space after": lambda rsa, ec: f"{rsa.token()} ",
@@ -223,6 +233,101 @@ def test_an_invalid_token_is_401_invalid_token(client, rsa_key, ec_key, event_id
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     assert client.get(f"{BOOKINGS}/1", headers=bearer(token)).status_code == 401
     assert state() == before
+
+
+# What the log says about a refused token: the reason, never the token.
+REASONS = {
+    "malformed": "not a JWT",
+    "expired": "expired",
+    "not yet valid": "not valid yet",
+    "no exp": "no exp claim",
+    "wrong issuer": "iss is not AUTH_ISSUER: 'https://evil.test/realms/booking', expected",
+    "iss with a trailing slash": f"iss is not AUTH_ISSUER: '{ISSUER}/', expected '{ISSUER}'",
+    "wrong audience": f"aud does not name AUTH_AUDIENCE: 'another-api', expected '{AUDIENCE}'",
+    "no audience": "no aud claim",
+    "no sub": "no sub claim",
+    "blank sub": "sub is not a usable user_id",
+    "unpublished key": "bad signature",
+    "unknown kid": "kid not in the key set of AUTH_JWKS_URL",
+    "no kid": "no kid in the header",
+    "alg none": "alg is not RS256 or ES256",
+    "HS256 signed with the public key": "alg is not RS256 or ES256",
+    "exp 10^30": "exp is more than AUTH_MAX_TOKEN_LIFETIME (86400 s) away",
+    "exp over AUTH_MAX_TOKEN_LIFETIME": "exp is more than AUTH_MAX_TOKEN_LIFETIME (86400 s) away",
+}
+
+
+def refusal_lines(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "booking.auth.keys" and "refused a bearer token" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize("case", INVALID_TOKENS)
+def test_a_refused_token_is_one_warning_with_its_reason(
+    auth_config, rsa_key, ec_key, event_id, case, caplog
+):
+    client = create_app(auth_config).test_client()  # its own once-per-reason memory
+    token = INVALID_TOKENS[case](rsa_key, ec_key)
+    with caplog.at_level(logging.INFO):
+        assert reserve(client, token, event_id, "alice").status_code == 401
+    (line,) = refusal_lines(caplog)
+    assert [r.levelname for r in caplog.records if r.name == "booking.auth.keys"] == ["WARNING"]
+    assert line.startswith("refused a bearer token (invalid_token): ")
+    if case in REASONS:
+        assert REASONS[case] in line
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert token.strip() not in logged
+    assert all(part not in logged for part in token.split(".") if len(part) > 16)
+
+
+def test_a_flood_of_refused_tokens_is_one_line_per_reason(auth_config, rsa_key, event_id, caplog):
+    client = create_app(auth_config).test_client()
+    now = [1000.0]
+    client.application.extensions["booking_auth"].refusals = keys.RefusalLog(lambda: now[0])
+    with caplog.at_level(logging.INFO):
+        for _ in range(20):
+            assert reserve(client, rsa_key.token(aud="account"), event_id).status_code == 401
+            assert reserve(client, rsa_key.token(exp=1), event_id).status_code == 401
+        assert len(refusal_lines(caplog)) == 2  # one per reason
+        now[0] += keys.REFUSAL_LOG_INTERVAL_S
+        assert reserve(client, rsa_key.token(aud="account"), event_id).status_code == 401
+    lines = refusal_lines(caplog)
+    assert len(lines) == 3
+    assert "aud does not name AUTH_AUDIENCE" in lines[-1]
+    assert lines[-1].endswith("(19 more refused so since the last such line)")
+
+
+def test_the_refusal_is_in_the_worker_log_with_the_request_id(auth_server, rsa_key):
+    token = rsa_key.token(aud="account")
+    request_id = f"refused-{uuid.uuid4().hex[:8]}"
+    response = requests.post(
+        f"{auth_server.url}{RESERVE}",
+        json={"event_id": 1},
+        headers={**bearer(token), "X-Request-ID": request_id},
+        timeout=10,
+    )
+    assert response.status_code == 401
+    [entry] = wait_for_entries(
+        auth_server.log_path,
+        lambda e: e.get("request_id") == request_id and e["logger"] == "booking.auth.keys",
+    )
+    assert entry["level"] == "WARNING"
+    assert "aud does not name AUTH_AUDIENCE: 'account'" in entry["message"]
+    assert token not in auth_server.log_path.read_text()
+
+
+def test_a_token_within_the_maximum_lifetime_passes(auth_config, rsa_key, make_event):
+    event_id = make_event(10)
+    short = dataclasses.replace(auth_config, auth_max_token_lifetime=600)
+    client = create_app(short).test_client()
+    now = int(time.time())
+    assert reserve(client, rsa_key.token("ann", exp=now + 900), event_id).status_code == 401
+    assert reserve(client, rsa_key.token("ann", exp=now + 590), event_id).status_code == 201
+    default = create_app(auth_config).test_client()
+    assert reserve(default, rsa_key.token("bea", exp=now + 86000), event_id).status_code == 201
 
 
 def test_every_check_comes_before_the_database(auth_config, rsa_key):
@@ -548,3 +653,62 @@ def test_holds_and_entries_belong_to_the_caller(client, rsa_key, make_event, sql
         assert (response.status_code, response.get_json()) == (404, {"error": "entry_not_found"})
     assert client.delete(entry_url, headers=bob).get_json()["status"] == "left"
     assert client.post(f"{url}/confirm", headers=alice).status_code == 201
+
+
+# Trying authentication locally (docs/auth.md): a key of one's own, no provider.
+
+
+def test_auth_dev_key_lets_one_try_authentication_locally(start_gunicorn, make_event, tmp_path):
+    def dev_key(*args: str, **env: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "flask", "--app", "wsgi", "auth-dev-key", *args]
+        full_env = {**os.environ, "FLASK_SKIP_DOTENV": "1", "DATA_DIR": str(tmp_path), **env}
+        for name in ("AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"):
+            full_env.setdefault(name, "")
+        done = subprocess.run(
+            command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    first = dev_key()
+    settings = re.search(
+        r"--directory (\S+) (\d+)` and start the service with"
+        r" AUTH_JWKS_URL=(\S+) AUTH_ISSUER=(\S+) AUTH_AUDIENCE=(\S+)$",
+        first.stderr.strip(),
+    )
+    assert settings, first.stderr
+    directory, hint_port, jwks_url, issuer, audience = settings.groups()
+    assert Path(directory) == tmp_path / "auth-dev"
+    assert (Path(directory) / "key.pem").stat().st_mode & 0o077 == 0
+
+    # What the hint says to run, on a free port instead of its own.
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=directory)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = str(httpd.server_address[1])
+    env = {
+        "AUTH_JWKS_URL": jwks_url.replace(f":{hint_port}/", f":{port}/"),
+        "AUTH_ISSUER": issuer,
+        "AUTH_AUDIENCE": audience,
+    }
+    try:
+        server = start_gunicorn(env=env, workers=1)
+        event_id = make_event(10)
+        url = f"{server.url}{RESERVE}"
+        alice = requests.post(
+            url, json={"event_id": event_id}, headers=bearer(first.stdout.strip()), timeout=10
+        )
+        assert (alice.status_code, alice.json()["user_id"]) == (201, "alice")
+        # With the service's settings in the environment: the same key, their iss and aud.
+        backend = dev_key("--sub", "checkout", "--scope", "bookings:any-user", **env)
+        assert backend.stderr == ""
+        carol = requests.post(
+            url,
+            json={"event_id": event_id, "user_id": "carol"},
+            headers=bearer(backend.stdout.strip()),
+            timeout=10,
+        )
+        assert (carol.status_code, carol.json()["user_id"]) == (201, "carol")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -82,6 +82,39 @@ def test_malformed_chunks_are_json_and_only_a_warning(edge, case):
     assert not [e for e in log_entries(edge.log_path) if e["level"] in ("ERROR", "CRITICAL")]
 
 
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (b"FFFFFFFFFFFFFFFFFF", (422, "validation_error")),  # over 64 bits: nginx says 400
+        (b"%x" % (LIMIT + 1), (413, "payload_too_large")),  # could never fit the limit
+    ],
+    ids=["beyond 64 bits", "over the body limit"],
+)
+def test_a_chunk_size_that_cannot_fit_is_refused_before_its_data(edge, size, expected):
+    """Only the size line is sent: the answer must come without waiting for the data (else
+    raw_http times out), and with no trace in the log."""
+    status, headers, answer = raw_http(edge.port, chunked_post(RESERVE, size + b"\r\n{"))
+    assert (status, json.loads(answer)["error"]) == expected
+    (entry,) = wait_for_entries(
+        edge.log_path,
+        lambda e: (
+            e.get("request_id") == headers["x-request-id"] and e["logger"] != "gunicorn.access"
+        ),
+    )
+    assert entry["level"] == "WARNING" and "exception" not in entry
+    assert not [e for e in log_entries(edge.log_path) if e["level"] in ("ERROR", "CRITICAL")]
+
+
+def test_an_unknown_transfer_coding_is_501_not_implemented(edge):
+    request = (
+        f"POST {RESERVE} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: xchunked\r\n\r\n{}"
+    )
+    status, headers, answer = raw_http(edge.port, request.encode())
+    assert (status, json.loads(answer)) == (501, {"error": "not_implemented"})
+    assert headers["content-type"] == "application/json"
+
+
 @pytest.mark.parametrize("path", ["/api//events", "/api/events/", "/api/events//1"])
 def test_no_redirect_is_built_from_the_host_header(edge, path):
     request = f"GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
@@ -184,14 +217,17 @@ def test_a_repeated_idempotency_key_is_refused(edge, make_event, sql):
     assert sql("SELECT count(*) FROM idempotency_keys WHERE key IN ('a', 'b', 'a,b')") == [(0,)]
 
 
-def test_trusted_proxies_on_an_open_address_refuses_to_start(database_url):
+@pytest.mark.parametrize("trusted_proxies", ["0", "1"])
+def test_an_open_address_refuses_to_start(database_url, trusted_proxies):
+    """Clients reaching a sync worker directly could hold them all with slow requests
+    (and, with TRUSTED_PROXIES, forge X-Forwarded-For): nginx must be in front."""
     port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "HOST": "0.0.0.0",
         "PORT": str(port),
-        "TRUSTED_PROXIES": "1",
+        "TRUSTED_PROXIES": trusted_proxies,
         "WEB_CONCURRENCY": "1",
     }
     env.pop("ONLY_PROXIES_CAN_CONNECT", None)
@@ -204,9 +240,10 @@ def test_trusted_proxies_on_an_open_address_refuses_to_start(database_url):
         timeout=60,
     )
     assert done.returncode != 0
-    (refusal,) = [line for line in done.stderr.splitlines() if "TRUSTED_PROXIES" in line]
-    assert refusal.startswith("refusing to start: TRUSTED_PROXIES=1 while listening on 0.0.0.0")
-    assert "ONLY_PROXIES_CAN_CONNECT=1" in refusal
+    (refusal,) = [line for line in done.stderr.splitlines() if "refusing" in line]
+    assert refusal.startswith(f"refusing to start: HOST=0.0.0.0 (port {port}) lets clients")
+    assert "HOST=127.0.0.1 behind nginx" in refusal and "ONLY_PROXIES_CAN_CONNECT=1" in refusal
+    assert ("X-Forwarded-For" in refusal) == (trusted_proxies == "1")
     assert "Listening at" not in done.stdout + done.stderr
 
 

@@ -3,12 +3,16 @@ line naming the problem and the fix, never a traceback; and say what they did.""
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+import psycopg2.sql
 import pytest
 from support import ROOT, free_port
 
@@ -79,10 +83,83 @@ def test_an_unknown_database_is_one_line(server_url):
     assert "no database 'no_such_booking_db'" in line and EMBEDDED_HINT in line
 
 
-@pytest.mark.parametrize("variable", ["WEB_CONCURRENCY", "DB_STATEMENT_TIMEOUT_MS", "PORT"])
-def test_an_invalid_number_names_the_variable(fresh_database, variable):
+@pytest.mark.parametrize(
+    ("variable", "example"),
+    [("WEB_CONCURRENCY", "5"), ("DB_STATEMENT_TIMEOUT_MS", "5000"), ("PORT", "3000")],
+)
+def test_an_invalid_number_names_the_variable(fresh_database, variable, example):
     line = one_error_line(flask("migrate", DATABASE_URL=fresh_database, **{variable: "two"}))
-    assert line == f"Error: {variable}='two' is not a whole number; set a number or unset it"
+    assert line == (
+        f"Error: {variable}='two' is not a whole number; set one (e.g. {variable}={example})"
+        " or unset it"
+    )
+
+
+# Every setting that could start a service that misbehaves later (fails open, waits
+# forever, never replaces a stuck worker) refuses to start instead.
+INVALID_SETTINGS = {
+    "RATE_LIMIT": ("lots", "RATE_LIMIT=20/second;600/minute"),
+    "ADMIN_FAILURE_LIMIT": ("10/minute;often", "ADMIN_FAILURE_LIMIT=10/minute;100/hour"),
+    "RATELIMIT_STORAGE_URI": ("redi://127.0.0.1:6379", "redis://127.0.0.1:6379/0"),
+    "IDEMPOTENCY_TTL_SECONDS": ("0", "IDEMPOTENCY_TTL_SECONDS=86400"),
+    "DB_STATEMENT_TIMEOUT_MS": ("-1", "DB_STATEMENT_TIMEOUT_MS=5000"),
+    "DB_CONNECT_TIMEOUT_S": ("0", "DB_CONNECT_TIMEOUT_S=3"),
+    "GUNICORN_TIMEOUT": ("0", "GUNICORN_TIMEOUT=30"),
+    "GUNICORN_GRACEFUL_TIMEOUT": ("-5", "GUNICORN_GRACEFUL_TIMEOUT=30"),
+    "GUNICORN_MAX_REQUESTS": ("-1", "GUNICORN_MAX_REQUESTS=2000"),
+    "WEB_CONCURRENCY": ("0", "WEB_CONCURRENCY=5"),
+    "PORT": ("70000", "PORT=3000"),
+    "TRUSTED_PROXIES": ("-1", "TRUSTED_PROXIES=1"),
+    "AUTH_MAX_TOKEN_LIFETIME": ("0", "AUTH_MAX_TOKEN_LIFETIME=86400"),
+}
+
+
+@pytest.mark.parametrize("variable", sorted(INVALID_SETTINGS))
+def test_an_unusable_setting_refuses_to_start_in_one_line(fresh_database, variable):
+    value, example = INVALID_SETTINGS[variable]
+    line = one_error_line(flask("migrate", DATABASE_URL=fresh_database, **{variable: value}))
+    assert line.startswith(f"Error: {variable}=") and example in line
+    assert flask("check-listen", **{variable: value}).returncode == 1
+    gunicorn = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
+    env = {"DATABASE_URL": fresh_database, "PORT": str(free_port()), variable: value}
+    result = run(gunicorn, **env)
+    assert one_error_line(result) == line
+
+
+@pytest.fixture
+def empty_database(server_url):
+    """A database with no migration applied yet, as `make run` meets it the first time."""
+    name = f"booking_messages_empty_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(server_url)
+    conn.autocommit = True
+    conn.cursor().execute(
+        psycopg2.sql.SQL("CREATE DATABASE {}").format(psycopg2.sql.Identifier(name))
+    )
+    conn.close()
+    url = with_parts(server_url, path=f"/{name}")
+    yield url
+    drop_database(server_url, url)
+
+
+def test_make_run_on_a_busy_port_says_so_before_migrating(empty_database):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        make = ["make", "--no-print-directory", "run"]
+        result = run(make, DATABASE_URL=empty_database, PORT=str(port))
+    assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+    # make adds its own "make: *** [Makefile:..: run] Error 1" (make[1] under make test).
+    lines = [
+        line for line in result.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", line)
+    ]
+    assert lines == [
+        f"Error: 127.0.0.1:{port} is in use, by another `make run` or another program;"
+        f" stop the other instance, or choose another port: PORT={port + 1} make run"
+    ]
+    conn = psycopg2.connect(empty_database)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert cur.fetchone() == (0,), "make run migrated before it checked the port"
+    conn.close()
 
 
 def test_gunicorn_refuses_an_invalid_setting_in_one_line(fresh_database):

@@ -7,6 +7,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,11 @@ KEYS_MAX_AGE_S = 300.0
 FETCH_TIMEOUT_S = 3.0
 # The scope of a trusted backend: it may act for any user_id.
 ANY_USER_SCOPE = "bookings:any-user"
+# A refused token is logged once per reason per this many seconds per worker: enough to
+# debug a provider's configuration, too few for a flood of bad tokens to fill the disk.
+REFUSAL_LOG_INTERVAL_S = 10.0
+# Values quoted from a verified token into the log are cut to this length.
+QUOTED_MAX = 120
 
 
 def unauthorized() -> ApiError:
@@ -89,25 +95,66 @@ class KeySet:
         self._reachable = True
 
 
+class RefusalLog:
+    """One WARNING line per reason per REFUSAL_LOG_INTERVAL_S, saying how many were not logged.
+
+    The reason is the key, so it must be one of a few fixed phrases; details quoted from a
+    token go only into the line. The token itself is never logged.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def refused(self, reason: str, detail: str = "") -> None:
+        now = self._clock()
+        with self._lock:
+            if now - self._last.get(reason, -math.inf) < REFUSAL_LOG_INTERVAL_S:
+                self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+                return
+            self._last[reason] = now
+            unlogged = self._unlogged.pop(reason, 0)
+        more = f" ({unlogged} more refused so since the last such line)" if unlogged else ""
+        log.warning("refused a bearer token (invalid_token): %s%s%s", reason, detail, more)
+
+
+def _quoted(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= QUOTED_MAX else text[: QUOTED_MAX - 3] + "..."
+
+
 class Verifier:
-    """Turns a bearer token into a Caller, or refuses it with invalid_token."""
+    """Turns a bearer token into a Caller, or refuses it with invalid_token and says why."""
 
     def __init__(self, config: Config) -> None:
         assert config.auth_jwks_url and config.auth_issuer and config.auth_audience
         self.keys = KeySet(config.auth_jwks_url)
         self.issuer = config.auth_issuer
         self.audience = config.auth_audience
+        self.max_lifetime = config.auth_max_token_lifetime
+        self.refusals = RefusalLog()
 
     def verify(self, token: str) -> Caller:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise invalid_token() from None
+            raise self._refuse("not a JWT") from None
         kid = header.get("kid")
         # Checked before the key lookup, so that no such token can cause a fetch.
-        if header.get("alg") not in ALGORITHMS or not isinstance(kid, str):
-            raise invalid_token()
-        key = self.keys.key(kid)
+        if header.get("alg") not in ALGORITHMS:
+            raise self._refuse("alg is not RS256 or ES256")
+        if not isinstance(kid, str):
+            raise self._refuse("no kid in the header (the key set is looked up by kid)")
+        try:
+            key = self.keys.key(kid)
+        except ApiError as refusal:
+            if refusal.code == "invalid_token":
+                self.refusals.refused(
+                    "kid not in the key set of AUTH_JWKS_URL", f": {_quoted(kid)}"
+                )
+            raise
         try:
             claims = jwt.decode(
                 token,
@@ -118,14 +165,56 @@ class Verifier:
                 leeway=LEEWAY_S,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
-        except jwt.PyJWTError:
-            raise invalid_token() from None
+        except jwt.PyJWTError as exc:
+            raise self._refuse(*self._reason(exc, token, key)) from None
+        if claims["exp"] > time.time() + self.max_lifetime + LEEWAY_S:
+            raise self._refuse(
+                f"exp is more than AUTH_MAX_TOKEN_LIFETIME ({self.max_lifetime} s) away"
+            )
         try:
             # The caller's sub becomes a user_id: it must be one (non-empty, no control chars).
             user_id = user_id_field().deserialize(claims["sub"])
         except ValidationError:
-            raise invalid_token() from None
+            raise self._refuse("sub is not a usable user_id") from None
         return Caller(user_id=user_id, any_user=ANY_USER_SCOPE in _scopes(claims))
+
+    def _refuse(self, reason: str, detail: str = "") -> ApiError:
+        self.refusals.refused(reason, detail)
+        return invalid_token()
+
+    def _reason(self, exc: jwt.PyJWTError, token: str, key: jwt.PyJWK) -> tuple[str, str]:
+        """Why PyJWT refused the token; iss and aud are quoted as the (signed) token has them."""
+        if isinstance(exc, jwt.InvalidIssuerError | jwt.InvalidAudienceError):
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=ALGORITHMS,
+                options={
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_iss": False,
+                    "verify_aud": False,
+                },
+            )
+            if isinstance(exc, jwt.InvalidIssuerError):
+                return (
+                    "iss is not AUTH_ISSUER",
+                    f": {_quoted(claims.get('iss'))}, expected {self.issuer!r}",
+                )
+            return (
+                "aud does not name AUTH_AUDIENCE",
+                f": {_quoted(claims.get('aud'))}, expected {self.audience!r}",
+            )
+        if isinstance(exc, jwt.MissingRequiredClaimError):
+            return f"no {exc.claim} claim", ""
+        if isinstance(exc, jwt.ExpiredSignatureError):
+            return "expired (exp is past, 30 s of clock skew allowed)", ""
+        if isinstance(exc, jwt.ImmatureSignatureError):
+            return "not valid yet (nbf or iat in the future)", ""
+        if isinstance(exc, jwt.InvalidSignatureError):
+            return "bad signature", ""
+        return "malformed claims", f": {type(exc).__name__}"
 
 
 def _scopes(claims: dict[str, Any]) -> set[str]:

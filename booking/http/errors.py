@@ -3,7 +3,7 @@
 import logging
 
 from flask import Flask, Response, current_app, jsonify, request
-from gunicorn.http.errors import LimitRequestHeaders, ParseException
+from gunicorn.http.errors import InvalidChunkSize, LimitRequestHeaders, ParseException
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -21,7 +21,12 @@ HTTP_ERROR_CODES = {
     414: "uri_too_long",
     429: "rate_limited",
     431: "headers_too_large",
+    501: "not_implemented",
 }
+
+
+class ChunkTooLarge(InvalidChunkSize):
+    """A chunk bigger than any body the app accepts (booking.ops.gunicorn_hooks raises it)."""
 
 
 class ApiError(Exception):
@@ -78,7 +83,8 @@ def handle_malformed_body(exc: ParseException) -> Response:
     the service.
     """
     log.warning("malformed request body: %s", type(exc).__name__)
-    if isinstance(exc, LimitRequestHeaders):  # the trailer section is over gunicorn's limit
+    # The trailer section is over gunicorn's limit, or one chunk over the body's.
+    if isinstance(exc, (LimitRequestHeaders, ChunkTooLarge)):
         return error_response(413, "payload_too_large")
     return error_response(
         422, "validation_error", details={"_body": ["Malformed chunked transfer coding."]}

@@ -4,12 +4,14 @@ A failure a person can fix (PostgreSQL unreachable, a role or database missing, 
 refused) ends the command with one line saying what is wrong and what to do, no traceback.
 """
 
+import errno
 import functools
 import json
 import logging
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import click
@@ -19,6 +21,8 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
+from booking.auth import devkey
+from booking.config import ConfigError, check_listening
 from booking.db import DatabaseUnavailable, connection_problem, get_db
 from booking.db.migrations import apply_migrations, rollback_migrations
 from booking.http import idempotency
@@ -161,7 +165,64 @@ def database_url_command() -> None:
     click.echo(_database_url())
 
 
+@click.command("check-listen")
+@with_appcontext
+def check_listen_command() -> None:
+    """Refuse HOST:PORT before `make run` migrates: in use, or reachable by clients."""
+    config = current_app.config["BOOKING"]
+    try:
+        check_listening(config, [(config.host, config.port)])
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    try:
+        # SO_REUSEADDR as gunicorn binds: only a socket listening there makes this fail.
+        socket.create_server((config.host, config.port), family=family).close()
+    except OSError as exc:
+        busy = exc.errno == errno.EADDRINUSE
+        raise click.ClickException(
+            f"{config.host}:{config.port} "
+            + (
+                "is in use, by another `make run` or another program"
+                if busy
+                else f"cannot be used: {exc.strerror}"
+            )
+            + f"; stop the other instance, or choose another port: PORT={config.port + 1} make run"
+        ) from None
+
+
+DEV_ISSUER = "booking-dev"
+DEV_AUDIENCE = "booking-api"
+DEV_JWKS_PORT = 8081
+
+
+@click.command("auth-dev-key")
+@click.option("--sub", default="alice", show_default=True, help="The caller the token is for.")
+@click.option("--scope", default="", help="Scopes, space separated: bookings:any-user.")
+@click.option("--lifetime", default=3600, show_default=True, help="Seconds until exp.")
+@with_appcontext
+def auth_dev_key_command(sub: str, scope: str, lifetime: int) -> None:
+    """Print a token signed by a key of your own; its key set goes to DATA_DIR/auth-dev/."""
+    config = current_app.config["BOOKING"]
+    directory = Path(config.data_dir) / "auth-dev"
+    key = devkey.load_or_create_key(directory)
+    key_set = devkey.write_key_set(directory, key)
+    issuer = config.auth_issuer or DEV_ISSUER
+    audience = config.auth_audience or DEV_AUDIENCE
+    click.echo(devkey.mint_token(key, sub, issuer, audience, lifetime, scope))
+    if not config.auth_enabled:
+        click.echo(
+            f"auth-dev-key: key set in {key_set}; serve it with `python3 -m http.server"
+            f" --bind 127.0.0.1 --directory {directory} {DEV_JWKS_PORT}` and start the"
+            f" service with AUTH_JWKS_URL=http://127.0.0.1:{DEV_JWKS_PORT}/{key_set.name}"
+            f" AUTH_ISSUER={issuer} AUTH_AUDIENCE={audience}",
+            err=True,
+        )
+
+
 COMMANDS = [
+    check_listen_command,
+    auth_dev_key_command,
     migrate_command,
     rollback_command,
     seed_command,

@@ -14,9 +14,14 @@ here, where the header lines are still apart.
 import json
 
 from gunicorn import util
-from gunicorn.http.errors import InvalidHeader
+from gunicorn.http.body import ChunkedReader
+from gunicorn.http.errors import InvalidChunkSize, InvalidHeader
 
-from booking.http.errors import HTTP_ERROR_CODES
+from booking.config import Config
+from booking.http.errors import HTTP_ERROR_CODES, ChunkTooLarge
+
+# nginx refuses a chunk size over its off_t (400, which its site answers as 422).
+MAX_CHUNK_SIZE = 2**63 - 1
 
 
 def write_json_error(sock: object, status: int, reason: str, message: str) -> None:
@@ -24,7 +29,7 @@ def write_json_error(sock: object, status: int, reason: str, message: str) -> No
     if status == 400:
         status, reason = 422, "Unprocessable Entity"
         body = {"error": "validation_error", "details": {"_request": [message]}}
-    elif status >= 500:
+    elif status >= 500 and status not in HTTP_ERROR_CODES:
         body = {"error": "internal_error"}
     else:
         body = {"error": HTTP_ERROR_CODES.get(status, "http_error")}
@@ -55,6 +60,21 @@ def refuse_repeated_headers(req: object) -> None:
             raise RepeatedHeader(spelled, req)
 
 
+_parse_chunk_size = ChunkedReader.parse_chunk_size
+
+
+def parse_bounded_chunk_size(self: ChunkedReader, unreader: object, data: bytes | None = None):
+    """gunicorn's own parse, then a size no body of the app can have is refused before a
+    byte of it is awaited: a worker would otherwise wait for it until its timeout."""
+    size, rest = _parse_chunk_size(self, unreader, data)
+    if size > MAX_CHUNK_SIZE:
+        raise InvalidChunkSize(b"over 64 bits")
+    if size > Config.max_content_length:
+        raise ChunkTooLarge(b"%x" % size)
+    return size, rest
+
+
 def install() -> None:
     """Call in the gunicorn master, before the workers fork."""
     util.write_error = write_json_error
+    ChunkedReader.parse_chunk_size = parse_bounded_chunk_size

@@ -226,4 +226,4 @@ def availability(event_id: int) -> dict:
     return find_event(get_db(), event_id)
 
 
-RESOURCE = Resource(bp, ids={"event_id": "event_not_found"}, admin=("POST",))
+RESOURCE = Resource(bp, ids={"event_id": "event_not_found"}, admin=("POST", "PATCH"))
