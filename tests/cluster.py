@@ -1,10 +1,11 @@
 """Beyond one machine: an HA PostgreSQL pair under pg_auto_failover, and clients that book
 through every fault with their Idempotency-Keys and then check what the database holds.
 
-The pair is private: a monitor and two nodes, each its own data directory under one
-temporary directory and its own port on 127.0.0.1, run by pg_autoctl (Debian's
-pg-auto-failover-cli and postgresql-15-auto-failover) as the user `postgres` when the test
-runs as root. The machine's own PostgreSQL is never touched.
+The pair is private: a monitor and two nodes, each a host of its own (a network
+namespace, see Network) with its own data directory under one temporary directory, run by
+pg_autoctl (Debian's pg-auto-failover-cli and postgresql-15-auto-failover) as the user
+`postgres`. The monitor runs with the settings operators are given in deploy/. The
+machine's own PostgreSQL is never touched.
 """
 
 import contextlib
@@ -35,8 +36,10 @@ from support import (
 )
 
 RESERVE = "/api/bookings/reserve"
-# The user PostgreSQL runs as when the tests run as root (initdb refuses root).
+# The user PostgreSQL runs as (initdb refuses root).
 POSTGRES_USER = "postgres"
+# The monitor's failover timing, as deployed (docs/scaling.md).
+MONITOR_SETTINGS = ROOT / "deploy" / "pg_auto_failover-monitor.conf"
 # What a client may be told while a host is down; anything else 5xx is a failure.
 UNAVAILABLE = [{"error": "db_unavailable"}, {"error": "upstream_unavailable"}]
 
@@ -77,27 +80,32 @@ def children(pid: int) -> list[int]:
 
 
 class PgAutoFailover:
-    """A monitor and two PostgreSQL nodes, "a" and "b", managed by pg_autoctl."""
+    """A monitor and two PostgreSQL nodes, "a" and "b", managed by pg_autoctl, each on a
+    host of its own; the test process (and the service it starts) is the client."""
 
     NODES = ("a", "b")
 
     def __init__(self) -> None:
         self.bindir = postgres_bindir()
+        self.net = Network({"monitor": 2, "a": 3, "b": 4})
+        self.host = self.net.address
         # Short, for the Unix sockets that live in it; ours, not pytest's numbered ones.
         self.dir = Path(tempfile.mkdtemp(prefix="booking-ha-"))
-        self.as_root = os.geteuid() == 0
-        if self.as_root:
-            shutil.chown(self.dir, POSTGRES_USER, POSTGRES_USER)
+        shutil.chown(self.dir, POSTGRES_USER, POSTGRES_USER)
+        # A port each, so that a connection's server port names its node.
         self.ports = {name: free_port() for name in ("monitor", *self.NODES)}
-        self.monitor_url = f"postgresql://autoctl_node@127.0.0.1:{self.ports['monitor']}"
+        self.monitor_url = f"postgresql://autoctl_node@{self._hostport('monitor')}"
         self.monitor_url += "/pg_auto_failover"
-        hosts = ",".join(f"127.0.0.1:{self.ports[name]}" for name in self.NODES)
+        hosts = ",".join(self._hostport(name) for name in self.NODES)
         # What the service is given: libpq tries both and keeps the one that takes writes.
         self.url = f"postgresql://postgres@{hosts}/booking?target_session_attrs=read-write"
         self.procs: dict[str, subprocess.Popen] = {}
 
+    def _hostport(self, name: str) -> str:
+        return f"{self.host[name]}:{self.ports[name]}"
+
     def node_url(self, name: str, database: str = "booking") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.ports[name]}/{database}"
+        return f"postgresql://postgres@{self._hostport(name)}/{database}"
 
     # --- running pg_autoctl -------------------------------------------------------------
 
@@ -115,21 +123,25 @@ class PgAutoFailover:
             "LANG": "C.UTF-8",
         }
 
-    def _run(self, *args: str) -> None:
-        user = POSTGRES_USER if self.as_root else None
+    def _on(self, name: str, *args: str) -> list[str]:
+        """The command run on host `name` as POSTGRES_USER; ip and setpriv exec it in
+        place, so its process is the one started."""
+        user = ["--reuid", POSTGRES_USER, "--regid", POSTGRES_USER, "--init-groups"]
+        return ["ip", "netns", "exec", self.net.ns(name), "setpriv", *user, *args]
+
+    def _run(self, name: str, *args: str) -> None:
         result = subprocess.run(
-            args, cwd=self.dir, env=self._env(), user=user, capture_output=True, text=True
+            self._on(name, *args), cwd=self.dir, env=self._env(), capture_output=True, text=True
         )
         assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
 
     def _spawn(self, name: str, *args: str) -> None:
-        """A long-running pg_autoctl, in a process group of its own: its "host"."""
+        """A long-running pg_autoctl, in a process group of its own."""
         log = open(self.dir / f"{name}.log", "a")  # noqa: SIM115 - the child holds it
         self.procs[name] = subprocess.Popen(
-            ["pg_autoctl", *args],
+            self._on(name, "pg_autoctl", *args),
             cwd=self.dir,
             env=self._env(),
-            user=POSTGRES_USER if self.as_root else None,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -138,26 +150,31 @@ class PgAutoFailover:
         log.close()
 
     def _initdb(self, name: str) -> None:
-        """initdb ourselves, so that sockets and memory are ours before the first start."""
+        """initdb ourselves, so that sockets, memory and access are ours before the first
+        start."""
         pgdata = self.dir / name
-        self._run(str(self.bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust")
+        initdb = str(self.bindir / "initdb")
+        self._run(name, initdb, "-D", str(pgdata), "-U", "postgres", "-A", "trust")
         with open(pgdata / "postgresql.conf", "a") as conf:
             conf.write(
                 f"unix_socket_directories = '{self.dir}'\n"
-                "listen_addresses = '127.0.0.1'\n"
+                f"listen_addresses = '{self.host[name]}'\n"
                 # pg_autoctl would size it to a quarter of this machine's memory.
                 "shared_buffers = 128MB\n"
                 # A standby's base backup starts after a checkpoint: not spread over minutes.
                 "checkpoint_completion_target = 0\n"
             )
+            if name == "monitor":
+                conf.write(MONITOR_SETTINGS.read_text())
+        with open(pgdata / "pg_hba.conf", "a") as hba:
+            hba.write(f"host all all {self.net.subnet}.0/24 trust\n")
 
     def start(self) -> None:
-        common = ["--auth", "trust", "--no-ssl", "--hostname", "127.0.0.1"]
-        common += ["--listen", "127.0.0.1", "--pgctl", str(self.bindir / "pg_ctl")]
+        self.net.build()
         self._initdb("monitor")
         self._run(
-            "pg_autoctl", "create", "monitor", "--pgdata", str(self.dir / "monitor"),
-            "--pgport", str(self.ports["monitor"]), *common,
+            "monitor", "pg_autoctl", "create", "monitor", "--pgdata", str(self.dir / "monitor"),
+            "--pgport", str(self.ports["monitor"]), *self._common("monitor"),
         )  # fmt: skip
         self._spawn("monitor", "run", "--pgdata", str(self.dir / "monitor"))
         wait_for(self._monitor_answers, "the monitor", 60)
@@ -166,10 +183,17 @@ class PgAutoFailover:
             self._spawn(
                 name, "create", "postgres", "--run", "--pgdata", str(self.dir / name),
                 "--pgport", str(self.ports[name]), "--name", name, "--dbname", "booking",
-                "--username", "postgres", "--monitor", self.monitor_url, *common,
+                "--username", "postgres", "--monitor", self.monitor_url, *self._common(name),
             )  # fmt: skip
             wait_for(lambda n=name: n in self.states(), f"node {name} to register", 60)
         self.wait_for_states({"a": "primary", "b": "secondary"})
+
+    def _common(self, name: str) -> list[str]:
+        address = self.host[name]
+        return [
+            "--auth", "trust", "--no-ssl", "--hostname", address, "--listen", address,
+            "--pgctl", str(self.bindir / "pg_ctl"),
+        ]  # fmt: skip
 
     # --- the monitor's view -------------------------------------------------------------
 
@@ -197,6 +221,15 @@ class PgAutoFailover:
             wait_for(reached, f"states {wanted}", timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; monitor says {self.states()}") from None
+
+    def last_event(self) -> int:
+        (eventid,) = sql(self.monitor_url, "SELECT max(eventid) FROM pgautofailover.event")[0]
+        return eventid
+
+    def goal_states_since(self, eventid: int) -> list[tuple[str, str]]:
+        """(node name, goal state) the monitor assigned after event `eventid`, in order."""
+        query = "SELECT nodename, goalstate FROM pgautofailover.event WHERE eventid > %s"
+        return sql(self.monitor_url, query + " ORDER BY eventid", (eventid,))
 
     def primary(self) -> str:
         (name,) = [n for n, (reported, _) in self.states().items() if reported == "primary"]
@@ -240,8 +273,22 @@ class PgAutoFailover:
         """The node's machine is back: pg_autoctl starts, and the monitor tells it its role."""
         self._spawn(name, "run", "--pgdata", str(self.dir / name))
 
+    def cut_off(self, name: str, seconds: float) -> tuple[float, float]:
+        """The node's network link is down for `seconds`, then up again whatever happens.
+
+        Returns the time.monotonic() of the cut and of the link's return.
+        """
+        ip("-n", self.net.ns(name), "link", "set", "eth0", "down")
+        cut_at = time.monotonic()
+        try:
+            time.sleep(seconds)  # the fault itself, not a wait for something to happen
+        finally:
+            ip("-n", self.net.ns(name), "link", "set", "eth0", "up")
+        return cut_at, time.monotonic()
+
     def close(self) -> None:
-        """Stop every node, then the monitor; kill what does not stop; remove everything."""
+        """Stop every node, then the monitor; kill what does not stop; remove everything,
+        the hosts too."""
         for name in [*self.NODES, "monitor"]:
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:
@@ -252,6 +299,7 @@ class PgAutoFailover:
             except subprocess.TimeoutExpired:
                 kill_outright(self.host_pids(name))
                 proc.wait(timeout=30)
+        self.net.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def logs(self) -> str:
@@ -545,8 +593,8 @@ class Network:
         return addresses
 
     def _plug(self, port: str) -> None:
-        ip("-n", self.switch, "link", "set", port, "master", "br0")
-        ip("-n", self.switch, "link", "set", port, "up")
+        ip("-n", self.switch, "link", "set", "dev", port, "master", "br0")
+        ip("-n", self.switch, "link", "set", "dev", port, "up")
 
     def spawn(
         self, host: str, args: list[str], log: Path, env: dict | None = None, user: str = ""
