@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -83,6 +84,13 @@ class Result:
 
 
 # ---------------------------------------------------------------- database
+
+
+def without_per_client_limits(site: str) -> str:
+    """The nginx site without the limit_req and limit_conn lines of its server."""
+    site, limits = re.subn(r"(?m)^\s*limit_(req|conn) [^;]+;\n", "", site)
+    assert limits == 2, "deploy/nginx.conf no longer has the limit lines we lift"
+    return site
 
 
 def connect(url: str) -> psycopg2.extensions.connection:
@@ -913,7 +921,7 @@ def main() -> None:
         floor = Floor(database_url, workdir / "gunicorn-floor.log")
         # Every request comes from 127.0.0.1: the shipped per-address budget (limit_req,
         # limit_conn) would answer most of them 429, so the bench lifts those two lines.
-        nginx = start_nginx(service.port, per_client_limits=False)
+        nginx = start_nginx(service.port, site=without_per_client_limits)
         print("nginx    deploy/nginx.conf without its per-address limit_req/limit_conn lines")
         meter = CpuMeter([service.proc.pid, floor.proc.pid], nginx.proc.pid, _postmaster_pid(conn))
         runs = [

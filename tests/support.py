@@ -3,8 +3,9 @@
 Real programs only: gunicorn started the way `make run` starts it (bench/run.py uses the
 same starter), and private instances of what the service is deployed with (nginx,
 PgBouncer, Redis, a PostgreSQL to break), each on a free port of 127.0.0.1 from a
-temporary directory, started from the files shipped in deploy/ with only ports and paths
-changed. The machine's own services are never touched.
+temporary directory, started from the files shipped in deploy/ with only ports changed
+(nginx gets its own log and cache directories in a mount namespace of its own). The
+machine's own services are never touched.
 
 The fault tests keep a ledger: every request carries an Idempotency-Key, so after a fault
 the clients retry what failed with the same key, and the database must then hold exactly
@@ -17,6 +18,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -290,16 +292,33 @@ class Process:
         self.workdir.remove()
 
 
-def render_nginx_site(
-    upstream_port: int, listen_port: int, log_dir: Path, per_client_limits: bool = True
-) -> str:
-    """deploy/nginx.conf with the test's ports, log and cache directory, nothing else changed;
-    without per_client_limits also without the limit_req and limit_conn lines of the server
-    (`make bench` sends everything from one address, which the real site would throttle)."""
+# The directories of this machine the shipped nginx site writes to: its logs, and its cache
+# with nginx's own temporary files (deploy/nginx.conf). A private nginx gets its own in their
+# place (with_private_dirs), so it runs the site file with its shipped paths.
+NGINX_LOG_DIR = "/var/log/nginx"
+NGINX_STATE_DIR = "/var/lib/nginx"
+
+
+def with_private_dirs(dirs: dict[str, Path], command: list[str]) -> list[str]:
+    """The command run in a mount namespace of its own where each directory of this machine
+    named in `dirs` is replaced by the given one: a program uses the paths of the files we ship
+    and the machine's own directories stay untouched. It is the same process (exec all the
+    way), so signals reach the program itself. Unprivileged, a user namespace grants the
+    mounts."""
+    namespace = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        namespace += ["--user", "--map-current-user", "--keep-caps"]
+    mounts = [
+        f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}" for dst, src in dirs.items()
+    ]
+    script = " && ".join([*mounts, f"exec {shlex.join(command)}"])
+    return [*namespace, "--", "sh", "-c", script]
+
+
+def render_nginx_site(upstream_port: int, listen_port: int) -> str:
+    """deploy/nginx.conf listening on 127.0.0.1:listen_port in front of 127.0.0.1:upstream_port;
+    nothing else changed."""
     site = (DEPLOY / "nginx.conf").read_text()
-    if not per_client_limits:
-        site, limits = re.subn(r"(?m)^\s*limit_(req|conn) [^;]+;\n", "", site)
-        assert limits == 2, "deploy/nginx.conf no longer has the limit lines we lift"
     site, listens = re.subn(
         r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen 127.0.0.1:{listen_port};", site
     )
@@ -307,21 +326,24 @@ def render_nginx_site(
         r"server 127\.0\.0\.1:3000\b", f"server 127.0.0.1:{upstream_port}", site
     )
     assert (listens, upstreams) == (1, 1), "deploy/nginx.conf no longer has the lines we patch"
-    return site.replace("/var/log/nginx/", f"{log_dir}/").replace(
-        "/var/cache/nginx/", f"{log_dir}/"
-    )
+    return site
 
 
 def start_nginx(
-    upstream_port: int, worker_connections: int = 2048, per_client_limits: bool = True
+    upstream_port: int,
+    worker_connections: int = 2048,
+    site: Callable[[str], str] = lambda site: site,
 ) -> Process:
     """A private nginx serving the shipped site file in front of 127.0.0.1:upstream_port
-    (768 worker_connections is the nginx.conf Debian ships)."""
+    (768 worker_connections is the nginx.conf Debian ships). Its logs and cache are in its
+    directory: booking.access.log, booking.error.log, lib/booking. `site` may change the
+    file further (bench/run.py lifts the per-client limits); no test does."""
     nginx = require_program("nginx")
     workdir = PrivateDir("nginx")
     port = free_port()
     d = workdir.path
-    (d / "booking.conf").write_text(render_nginx_site(upstream_port, port, d, per_client_limits))
+    (d / "lib").mkdir()
+    (d / "booking.conf").write_text(site(render_nginx_site(upstream_port, port)))
     temp_paths = "\n".join(
         f"    {kind}_temp_path {d}/{kind}_temp;"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -345,7 +367,8 @@ http {{
     workdir.hand_over()
     args = [nginx, "-p", str(d), "-e", f"{d}/error.log", "-c", f"{d}/nginx.conf"]
     args += ["-g", f"daemon off; pid {d}/nginx.pid;"]
-    process = Process(args, workdir, port, d / "stdout.log")
+    private = {NGINX_LOG_DIR: d, NGINX_STATE_DIR: d / "lib"}
+    process = Process(with_private_dirs(private, args), workdir, port, d / "stdout.log")
     process.url = f"http://127.0.0.1:{port}"
     return process
 

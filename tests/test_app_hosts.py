@@ -35,7 +35,17 @@ from cluster import (
     postgres_server_bindir,
     sql,
 )
-from support import ADMIN_TOKEN, ROOT, report, require_program, session_from, wait_for
+from support import (
+    ADMIN_TOKEN,
+    NGINX_LOG_DIR,
+    NGINX_STATE_DIR,
+    ROOT,
+    report,
+    require_program,
+    session_from,
+    wait_for,
+    with_private_dirs,
+)
 
 from booking.db import create_database
 
@@ -153,7 +163,8 @@ class Hosts:
         d = self.net.dir / f"nginx-{uuid.uuid4().hex[:8]}"
         d.mkdir()
         upstreams = [f"{self.addr[h]}:{APP_PORT}" for h in ("app1", "app2")]
-        (d / "booking.conf").write_text(render_site(upstreams, f"{self.addr['edge']}:80", d))
+        (d / "lib").mkdir()
+        (d / "booking.conf").write_text(render_site(upstreams, f"{self.addr['edge']}:80"))
         temp_paths = "\n".join(
             f"    {kind}_temp_path {d}/{kind}_temp;"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -165,19 +176,11 @@ class Hosts:
             f"http {{\n{temp_paths}\n    include {d}/booking.conf;\n}}\n"
         )
         subprocess.run(["chown", "-R", f"{UNPRIVILEGED_USER}:nogroup", str(d)], check=True)
+        nginx = [require_program("nginx"), "-p", str(d), "-e", f"{d}/error.log"]
+        nginx += ["-c", f"{d}/nginx.conf", "-g", f"daemon off; pid {d}/nginx.pid;"]
+        private = {NGINX_LOG_DIR: d, NGINX_STATE_DIR: d / "lib"}
         self.edge = self.net.spawn(
-            "edge",
-            [
-                require_program("nginx"),
-                "-p",
-                str(d),
-                "-e",
-                f"{d}/error.log",
-                "-c",
-                f"{d}/nginx.conf",
-            ]
-            + ["-g", f"daemon off; pid {d}/nginx.pid;"],
-            self.net.dir / "nginx.log",
+            "edge", with_private_dirs(private, nginx), self.net.dir / "nginx.log"
         )
         wait_for(lambda: self._serves(self.url), "nginx on the edge host", 30)
 
@@ -191,9 +194,9 @@ class Hosts:
         return [e for e in self.access_lines(host) if e.get("request_id") in request_ids]
 
 
-def render_site(upstreams: list[str], listen: str, log_dir: Path) -> str:
+def render_site(upstreams: list[str], listen: str) -> str:
     """deploy/nginx.conf with its one upstream server line repeated for each app host
-    (same parameters), our listen address, log and cache directory; nothing else changed."""
+    (same parameters) and our listen address; nothing else changed."""
     site = (ROOT / "deploy" / "nginx.conf").read_text()
     site, listens = re.subn(r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen {listen};", site)
 
@@ -202,9 +205,7 @@ def render_site(upstreams: list[str], listen: str, log_dir: Path) -> str:
 
     site, found = re.subn(r"(?m)^(\s*)server 127\.0\.0\.1:3000([^;]*);", servers, site)
     assert (listens, found) == (1, 1), "deploy/nginx.conf no longer has the lines we patch"
-    return site.replace("/var/log/nginx/", f"{log_dir}/").replace(
-        "/var/cache/nginx/", f"{log_dir}/"
-    )
+    return site
 
 
 class Reader(threading.Thread):

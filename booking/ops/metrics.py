@@ -192,6 +192,20 @@ class KeptRows:
             )
 
 
+class RateLimitStorage:
+    """Whether the limiter's storage (Redis) answers, asked when Prometheus scrapes: 0 means
+    the workers count in memory, each on its own, so the limits fail open (booking.limits).
+    One check, bounded by the Redis timeouts; nothing is asked on the booking path."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for limiter in current_app.extensions.get("limiter", ()):
+            up = 1 if limiter.storage.check() else 0
+            yield GaugeMetricFamily(
+                "booking_ratelimit_storage_up", "The rate-limit storage answers.", up
+            )
+            return
+
+
 @bp.get("/metrics")
 @apidoc.doc("Prometheus metrics, summed over all gunicorn workers", tag="service", database=False)
 @apidoc.other_responses(
@@ -212,6 +226,7 @@ def metrics() -> Response:
     config = current_app.config["BOOKING"]
     registry = CollectorRegistry()
     registry.register(KeptRows(config.idempotency_ttl_seconds))
+    registry.register(RateLimitStorage())
     if not config.prometheus_multiproc_dir:
         registry.register(REGISTRY)
         return Response(encode(registry), content_type=content_type)
