@@ -27,17 +27,14 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
-from cluster import (
-    Load,
-    Network,
-    check_bookings,
-    make_events,
-    postgres_server_bindir,
-    sql,
-)
-from support import ADMIN_TOKEN, ROOT, report, require_program, session_from, wait_for
+from cluster import Network, postgres_server_bindir
 
-from booking.db import create_database
+from harness import ROOT, report, wait_for
+from harness.clients import Load
+from harness.database import create_database, make_events, sql
+from harness.http import ADMIN_TOKEN, session_from
+from harness.invariants import check_bookings
+from harness.servers import require_program
 
 HOSTS = {"edge": 2, "app1": 11, "app2": 12, "data": 20}
 APP_PORT = 3000
@@ -287,7 +284,7 @@ def test_app_hosts_one_dies_under_load(hosts):
     with Load(hosts.url, event_ids, CLIENTS, sources) as load:
 
         def both_hosts_booked() -> bool:
-            return load.booked_since(0) >= 100 and all(
+            return load.ledger.booked_since(0) >= 100 and all(
                 any(e["method"] == "POST" for e in hosts.access_lines(h)) for h in hosts.apps
             )
 
@@ -302,14 +299,14 @@ def test_app_hosts_one_dies_under_load(hosts):
             )
             killed_at = time.monotonic()
             hosts.net.kill(hosts.apps["app1"])
-        wait_for(lambda: load.booked_since(killed_at) >= 100, "bookings after the kill", 120)
+        wait_for(lambda: load.ledger.booked_since(killed_at) >= 100, "bookings after the kill", 120)
     reads = reader.stop()
     assert set(reads) == {200}, reads
-    problems = check_bookings(hosts.database_url, load, event_ids)
+    problems = check_bookings(hosts.database_url, event_ids, load.ledger)
     assert not problems, problems[:20]
     cut = {
         a.request_id
-        for a in load.attempts()
+        for a in load.ledger.attempts()
         if a.status == 503 and a.body == {"error": "upstream_unavailable"}
     }
     # POSTs app1 had received when it died: answered 503 by nginx, not passed to app2.
@@ -317,12 +314,12 @@ def test_app_hosts_one_dies_under_load(hosts):
     assert not hosts.served_by("app2", cut)
     all_ids = [e["request_id"] for h in ("app1", "app2") for e in hosts.access_lines(h)]
     assert not [rid for rid, n in Counter(all_ids).items() if n > 1]
-    statuses = load.statuses()
-    outage = load.outage(killed_at)
+    statuses = load.ledger.statuses()
+    outage = load.ledger.outage(killed_at)
     report(
         "app host killed",
         clients=CLIENTS,
-        bookings=len(load.bookings),
+        bookings=len(load.ledger.requests),
         answered_201=statuses[201],
         answered_503=statuses[503],
         cut_in_flight=len(cut),

@@ -2,12 +2,12 @@
 
 import psycopg2
 import pytest
-from support import EVENTS, RESERVE
 
 from booking import create_app
 from booking.config import Config
 from booking.db import embedded
 from booking.db.migrations import apply_migrations
+from harness.http import EVENTS, RESERVE
 
 
 @pytest.fixture(scope="module")

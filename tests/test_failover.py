@@ -13,8 +13,12 @@ import subprocess
 import sys
 
 import pytest
-from cluster import Load, PgAutoFailover, check_bookings, make_events, sql
-from support import ROOT, report, wait_for
+from cluster import PgAutoFailover
+
+from harness import ROOT, report, wait_for
+from harness.clients import Load
+from harness.database import make_events, sql
+from harness.invariants import check_bookings
 
 pytestmark = pytest.mark.chaos
 
@@ -63,16 +67,16 @@ def fail_over(ha: PgAutoFailover, url: str, old: str, new: str) -> dict[str, obj
     assert setting and standbys == ["quorum"], (setting, standbys)  # ANY 1 (<standby>)
     event_ids = make_events(ha.url, *SEATS)
     with Load(url, event_ids, CLIENTS) as load:
-        wait_for(lambda: load.booked_since(0) >= BOOKINGS_BEFORE, "bookings", 120)
+        wait_for(lambda: load.ledger.booked_since(0) >= BOOKINGS_BEFORE, "bookings", 120)
         killed_at = ha.kill_host(old)
         wait_for(
-            lambda: load.booked_since(killed_at) >= BOOKINGS_AFTER,
+            lambda: load.ledger.booked_since(killed_at) >= BOOKINGS_AFTER,
             f"bookings after the kill; monitor: {ha.states()}",
             300,
         )
-    figures = load.outage(killed_at)
+    figures = load.ledger.outage(killed_at)
     assert serving_node(ha) == new
-    problems = check_bookings(ha.url, load, event_ids)
+    problems = check_bookings(ha.url, event_ids, load.ledger)
     assert not problems, problems[:20]
 
     ha.restart(old)
@@ -85,10 +89,10 @@ def fail_over(ha: PgAutoFailover, url: str, old: str, new: str) -> dict[str, obj
         "the rejoined standby to hold every booking",
         60,
     )
-    statuses = load.statuses()
+    statuses = load.ledger.statuses()
     return {
         **figures,
-        "bookings": len(load.bookings),
+        "bookings": len(load.ledger.requests),
         "answered_201": statuses[201],
         "answered_409": statuses[409],
         "answered_503_total": statuses[503],
