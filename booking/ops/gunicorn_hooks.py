@@ -3,7 +3,7 @@
 Gunicorn rejects a request it cannot parse (a control character in a header value, a bad
 request line, too many headers) before the application sees it, and writes an HTML page.
 The contract promises a JSON body for every failure, so gunicorn's error writer is
-replaced by one that answers like the application: a malformed request is bad input,
+replaced (through booking.internals: gunicorn has no setting for it) by one that answers like the application: a malformed request is bad input,
 422 validation_error, as a malformed body is (see booking.http.errors).
 
 Gunicorn also joins a header sent twice into one value ("a,b"), after which the
@@ -13,9 +13,7 @@ here, where the header lines are still apart.
 
 import json
 
-from gunicorn import util
-from gunicorn.http.errors import InvalidHeader
-
+from booking import internals
 from booking.http.errors import HTTP_ERROR_CODES
 
 
@@ -35,14 +33,14 @@ def write_json_error(sock: object, status: int, reason: str, message: str) -> No
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(payload)}\r\n\r\n"
     )
-    util.write_nonblock(sock, head.encode("latin-1") + payload)
+    internals.write_to_client(sock, head.encode("latin-1") + payload)
 
 
 # Headers that name one thing: sent twice, the request is ambiguous.
 SINGLE_HEADERS = {"IDEMPOTENCY-KEY": "Idempotency-Key"}
 
 
-class RepeatedHeader(InvalidHeader):
+class RepeatedHeader(internals.GunicornBadHeader):
     def __str__(self) -> str:
         return f"{self.hdr} must be sent once, not repeated."
 
@@ -57,4 +55,4 @@ def refuse_repeated_headers(req: object) -> None:
 
 def install() -> None:
     """Call in the gunicorn master, before the workers fork."""
-    util.write_error = write_json_error
+    internals.replace_gunicorn_error_writer(write_json_error)
