@@ -134,20 +134,21 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
         raise RuntimeError(f"not listening on {port}:\n{log.read_text()}") from None
 
 
+def hand_over(directory: Path) -> None:
+    """Give the directory and every file in it to the unprivileged user when we run as root."""
+    if os.geteuid() != 0:
+        return
+    user = pwd.getpwnam(UNPRIVILEGED_USER)
+    for path in [directory, *directory.rglob("*")]:
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
 class PrivateDir:
     """A temporary directory the unprivileged user can use (/tmp itself is world-writable)."""
 
     def __init__(self, prefix: str) -> None:
         self.path = Path(tempfile.mkdtemp(prefix=f"booking-{prefix}-"))
         self.path.chmod(0o755)
-
-    def hand_over(self) -> None:
-        """Give every file in it to the unprivileged user when we run as root."""
-        if os.geteuid() != 0:
-            return
-        user = pwd.getpwnam(UNPRIVILEGED_USER)
-        for path in [self.path, *self.path.rglob("*")]:
-            os.chown(path, user.pw_uid, user.pw_gid)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -184,37 +185,32 @@ class Process:
 
 
 def render_nginx_site(
-    upstream_port: int, listen_port: int, log_dir: Path, per_client_limits: bool = True
+    upstreams: list[str], listen: str, log_dir: Path, per_client_limits: bool = True
 ) -> str:
-    """deploy/nginx.conf with the test's ports, log and cache directory, nothing else changed;
+    """deploy/nginx.conf with its one upstream server line repeated for each of `upstreams`
+    (same parameters), our listen address, log and cache directory, nothing else changed;
     without per_client_limits also without the limit_req and limit_conn lines of the server
     (`make bench` sends everything from one address, which the real site would throttle)."""
     site = (DEPLOY / "nginx.conf").read_text()
     if not per_client_limits:
         site, limits = re.subn(r"(?m)^\s*limit_(req|conn) [^;]+;\n", "", site)
         assert limits == 2, "deploy/nginx.conf no longer has the limit lines we lift"
-    site, listens = re.subn(
-        r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen 127.0.0.1:{listen_port};", site
-    )
-    site, upstreams = re.subn(
-        r"server 127\.0\.0\.1:3000\b", f"server 127.0.0.1:{upstream_port}", site
-    )
-    assert (listens, upstreams) == (1, 1), "deploy/nginx.conf no longer has the lines we patch"
+    site, listens = re.subn(r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen {listen};", site)
+
+    def servers(match: re.Match) -> str:
+        return "\n".join(f"{match[1]}server {upstream}{match[2]};" for upstream in upstreams)
+
+    site, found = re.subn(r"(?m)^(\s*)server 127\.0\.0\.1:3000([^;]*);", servers, site)
+    assert (listens, found) == (1, 1), "deploy/nginx.conf no longer has the lines we patch"
     return site.replace("/var/log/nginx/", f"{log_dir}/").replace(
         "/var/cache/nginx/", f"{log_dir}/"
     )
 
 
-def start_nginx(
-    upstream_port: int, worker_connections: int = 2048, per_client_limits: bool = True
-) -> Process:
-    """A private nginx serving the shipped site file in front of 127.0.0.1:upstream_port
-    (768 worker_connections is the nginx.conf Debian ships)."""
-    nginx = require_program("nginx")
-    workdir = PrivateDir("nginx")
-    port = free_port()
-    d = workdir.path
-    (d / "booking.conf").write_text(render_nginx_site(upstream_port, port, d, per_client_limits))
+def nginx_command(d: Path, site: str, worker_connections: int = 2048) -> list[str]:
+    """Write an nginx.conf in `d` that serves `site` (2 worker processes, every path in
+    `d`, handed over to the unprivileged user) and return the command that runs it."""
+    (d / "booking.conf").write_text(site)
     temp_paths = "\n".join(
         f"    {kind}_temp_path {d}/{kind}_temp;"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -235,9 +231,23 @@ http {{
 }}
 """
     )
-    workdir.hand_over()
-    args = [nginx, "-p", str(d), "-e", f"{d}/error.log", "-c", f"{d}/nginx.conf"]
-    args += ["-g", f"daemon off; pid {d}/nginx.pid;"]
+    hand_over(d)
+    args = [require_program("nginx"), "-p", str(d), "-e", f"{d}/error.log", "-c", f"{d}/nginx.conf"]
+    return [*args, "-g", f"daemon off; pid {d}/nginx.pid;"]
+
+
+def start_nginx(
+    upstream_port: int, worker_connections: int = 2048, per_client_limits: bool = True
+) -> Process:
+    """A private nginx serving the shipped site file in front of 127.0.0.1:upstream_port
+    (768 worker_connections is the nginx.conf Debian ships)."""
+    workdir = PrivateDir("nginx")
+    port = free_port()
+    d = workdir.path
+    site = render_nginx_site(
+        [f"127.0.0.1:{upstream_port}"], f"127.0.0.1:{port}", d, per_client_limits
+    )
+    args = nginx_command(d, site, worker_connections)
     process = Process(args, workdir, port, d / "stdout.log")
     process.url = f"http://127.0.0.1:{port}"
     return process
@@ -273,7 +283,7 @@ def start_pgbouncer(database_url: str) -> Process:
     (d / "userlist.txt").write_text(f'"{user}" ""\n')
     with open(d / "pgbouncer.ini", "w") as out:
         ini.write(out)
-    workdir.hand_over()
+    hand_over(workdir.path)
     args = [pgbouncer]
     if os.geteuid() == 0:
         args += ["-u", UNPRIVILEGED_USER]  # PgBouncer refuses to run as root

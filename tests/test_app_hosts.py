@@ -11,9 +11,7 @@ PostgreSQL server; the network and every process are gone at the end, pass or fa
 """
 
 import contextlib
-import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -29,20 +27,18 @@ import pytest
 import requests
 from cluster import Network, postgres_server_bindir
 
-from harness import ROOT, report, wait_for
+from harness import report, wait_for
 from harness.clients import Load
 from harness.database import create_database, make_events, sql
-from harness.http import ADMIN_TOKEN, session_from
+from harness.http import ADMIN_TOKEN, RESERVE, session_from
 from harness.invariants import check_bookings
-from harness.servers import require_program
+from harness.servers import log_entries, nginx_command, render_nginx_site, require_program
 
 HOSTS = {"edge": 2, "app1": 11, "app2": 12, "data": 20}
 APP_PORT = 3000
 WORKERS = 2
 CLIENTS = 8
 RATE_LIMIT = 20
-RESERVE = "/api/bookings/reserve"
-UNPRIVILEGED_USER = "nobody"
 
 
 class Hosts:
@@ -150,58 +146,17 @@ class Hosts:
         d = self.net.dir / f"nginx-{uuid.uuid4().hex[:8]}"
         d.mkdir()
         upstreams = [f"{self.addr[h]}:{APP_PORT}" for h in ("app1", "app2")]
-        (d / "booking.conf").write_text(render_site(upstreams, f"{self.addr['edge']}:80", d))
-        temp_paths = "\n".join(
-            f"    {kind}_temp_path {d}/{kind}_temp;"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        (d / "nginx.conf").write_text(
-            f"user {UNPRIVILEGED_USER} nogroup;\n"
-            f"worker_processes 2;\nerror_log {d}/error.log warn;\n"
-            "events { worker_connections 2048; }\n"
-            f"http {{\n{temp_paths}\n    include {d}/booking.conf;\n}}\n"
-        )
-        subprocess.run(["chown", "-R", f"{UNPRIVILEGED_USER}:nogroup", str(d)], check=True)
-        self.edge = self.net.spawn(
-            "edge",
-            [
-                require_program("nginx"),
-                "-p",
-                str(d),
-                "-e",
-                f"{d}/error.log",
-                "-c",
-                f"{d}/nginx.conf",
-            ]
-            + ["-g", f"daemon off; pid {d}/nginx.pid;"],
-            self.net.dir / "nginx.log",
-        )
+        site = render_nginx_site(upstreams, f"{self.addr['edge']}:80", d)
+        self.edge = self.net.spawn("edge", nginx_command(d, site), self.net.dir / "nginx.log")
         wait_for(lambda: self._serves(self.url), "nginx on the edge host", 30)
 
     def access_lines(self, host: str) -> list[dict]:
         """gunicorn's access log lines so far (a line still being written is left out)."""
-        lines = self.app_logs[host].read_text().split("\n")[:-1]
-        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        entries = log_entries(self.app_logs[host])
         return [e for e in entries if e.get("logger") == "gunicorn.access"]
 
     def served_by(self, host: str, request_ids: set[str]) -> list[dict]:
         return [e for e in self.access_lines(host) if e.get("request_id") in request_ids]
-
-
-def render_site(upstreams: list[str], listen: str, log_dir: Path) -> str:
-    """deploy/nginx.conf with its one upstream server line repeated for each app host
-    (same parameters), our listen address, log and cache directory; nothing else changed."""
-    site = (ROOT / "deploy" / "nginx.conf").read_text()
-    site, listens = re.subn(r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen {listen};", site)
-
-    def servers(match: re.Match) -> str:
-        return "\n".join(f"{match[1]}server {upstream}{match[2]};" for upstream in upstreams)
-
-    site, found = re.subn(r"(?m)^(\s*)server 127\.0\.0\.1:3000([^;]*);", servers, site)
-    assert (listens, found) == (1, 1), "deploy/nginx.conf no longer has the lines we patch"
-    return site.replace("/var/log/nginx/", f"{log_dir}/").replace(
-        "/var/cache/nginx/", f"{log_dir}/"
-    )
 
 
 class Reader(threading.Thread):

@@ -40,11 +40,11 @@ def ready(server) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
-def recover_and_check(pg, server, ledger, event_ids, since_epoch, name, **figures):
+def recover_and_check(pg, server, ledger, event_ids, since, name, **figures):
     """Every worker reconnects on its own, retries settle, the database agrees."""
     tag = f"{name}-after"
     all_workers_serving(pg, server, lambda: burst(ledger, server.url, event_ids[-1], tag))
-    after = ledger.statuses(since_epoch)
+    after = ledger.statuses(since)
     assert not any(status is None or status >= 500 for status in after), after
     with requests.Session() as session:
         retried = ledger.retry_failed(session, server.url)
