@@ -106,7 +106,7 @@ class Ledger:
         never a hang."""
         with self.lock:
             self.sent += 1
-            request_id = f"{request.key or uuid.uuid4().hex}-{len(request.attempts)}"
+            request_id = f"{request.key or 'no-key'}-{self.sent}"  # unique in the ledger
         headers = {"X-Request-ID": request_id}
         if request.key:
             headers["Idempotency-Key"] = request.key
