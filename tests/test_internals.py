@@ -24,7 +24,8 @@ from booking.ops.gunicorn_hooks import RepeatedHeader
 
 
 def test_every_library_used_here_is_bounded_to_the_versions_checked():
-    """setup.cfg bounds each one; an install outside the bounds fails here too."""
+    """The same bounds as setup.cfg: raising one there without running these checks on the
+    new version fails here."""
     major_minor = {
         name: tuple(int(part) for part in version(name).split(".")[:2])
         for name in ("flask-limiter", "flask", "prometheus-client", "gunicorn")
