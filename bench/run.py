@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import statistics
@@ -50,18 +49,18 @@ from urllib.parse import urlsplit
 
 import psycopg2
 import psycopg2.errors
+import pyspy
+
+from booking.config import Config
+from booking.db import database_url as resolve_database_url
+from booking.resources.events import FIND_EVENT
+from harness.database import create_database, drop_database
+from harness.invariants import check_bookings
+from harness.servers import Gunicorn, start_nginx
+from harness.wire import WireCounter
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))
-
-from bench import profile  # noqa: E402
-from bench.wire import WireCounter  # noqa: E402
-from booking.config import Config  # noqa: E402
-from booking.db import create_database, drop_database  # noqa: E402
-from booking.db import database_url as resolve_database_url  # noqa: E402
-from booking.resources.events import FIND_EVENT  # noqa: E402
-from tests.support import Gunicorn, start_nginx  # noqa: E402
 
 HOT_SEATS = 100_000
 PREFILLED = 90_000
@@ -84,13 +83,6 @@ class Result:
 
 
 # ---------------------------------------------------------------- database
-
-
-def without_per_client_limits(site: str) -> str:
-    """The nginx site without the limit_req and limit_conn lines of its server."""
-    site, limits = re.subn(r"(?m)^\s*limit_(req|conn) [^;]+;\n", "", site)
-    assert limits == 2, "deploy/nginx.conf no longer has the limit lines we lift"
-    return site
 
 
 def connect(url: str) -> psycopg2.extensions.connection:
@@ -154,47 +146,26 @@ def booked_rows(conn, event_ids: list[int]) -> int:
     )[0]
 
 
-INVARIANTS = {
-    "an event is over capacity": """
-        SELECT e.id FROM events e
-        LEFT JOIN (SELECT event_id, count(*) AS n FROM bookings GROUP BY event_id) b
-               ON b.event_id = e.id
-        JOIN event_seats s ON s.event_id = e.id
-        WHERE coalesce(b.n, 0) > e.total_seats OR s.booked > e.total_seats
-        LIMIT 5""",
-    "a user holds two seats for one event": """
-        SELECT event_id, user_id FROM bookings
-        GROUP BY event_id, user_id HAVING count(*) > 1
-        LIMIT 5""",
-    "event_seats.booked differs from count(*) of bookings": """
-        SELECT e.id FROM events e
-        LEFT JOIN event_seats s ON s.event_id = e.id
-        LEFT JOIN (SELECT event_id, count(*) AS n FROM bookings GROUP BY event_id) b
-               ON b.event_id = e.id
-        WHERE s.booked IS DISTINCT FROM coalesce(b.n, 0)
-        LIMIT 5""",
-}
-
-
 def check_invariants(
-    conn, scenario: str, created: int, acknowledged: int, source: str, in_flight: int = 0
+    database_url: str,
+    scenario: str,
+    created: int,
+    acknowledged: int,
+    source: str,
+    in_flight: int = 0,
 ) -> None:
-    """Fail loudly when the database breaks a promise of the API.
+    """Fail loudly when the database breaks a promise of the API (harness.invariants, over
+    every event), or holds other than the successes acknowledged.
 
     Rows created must equal the successes acknowledged; when these are counted by the
     client, up to `in_flight` requests may have committed after it stopped listening.
     """
-    problems = []
-    for broken, query in INVARIANTS.items():
-        with conn.cursor() as cur:
-            cur.execute(query)
-            if rows := cur.fetchall():
-                problems.append(f"{broken}: {rows}")
+    problems = check_bookings(database_url)
     if not acknowledged <= created <= acknowledged + in_flight:
         slack = f" (+ up to {in_flight} in flight)" if in_flight else ""
         problems.append(f"{created} rows created but {acknowledged} successes{slack} ({source})")
     if problems:
-        raise InvariantBroken(f"{scenario}: " + "; ".join(problems))
+        raise InvariantBroken(f"{scenario}: " + "; ".join(problems[:10]))
 
 
 # ---------------------------------------------------------------- processes
@@ -419,6 +390,7 @@ def wrk_scenario(
     backend: Service | Floor,
     meter: CpuMeter,
     conn,
+    database_url: str,
     args: argparse.Namespace,
     kind: str,
     event_ids: list[int],
@@ -432,30 +404,38 @@ def wrk_scenario(
     cpu_before = meter.sample()
     tag = uuid.uuid4().hex[:8]
     if profile_dir:
-        recorders = profile.record(backend.worker_pids()[0], max(1, args.duration - 1), profile_dir)
+        recorders = pyspy.record(backend.worker_pids()[0], max(1, args.duration - 1), profile_dir)
     report = run_wrk(url or backend.url, args, kind, event_ids[0], len(event_ids), tag)
     if profile_dir:
         print(f"  py-spy, one gunicorn worker during {name}:")
-        for line in profile.report(recorders, profile_dir):
+        for line in pyspy.report(recorders, profile_dir):
             print(f"    {line}")
     served = backend.settle(mark)
     cpu = CpuMeter.per_request(cpu_before, meter.sample(), report["requests"])
     result = wrk_result(report, cpu)
     created = booked_rows(conn, event_ids) - before_rows
     if served is not None:
-        check_invariants(conn, name, created, served[201], "201s in the access log")
+        check_invariants(database_url, name, created, served[201], "201s in the access log")
         if result.statuses[201] > served[201]:
             raise InvariantBroken(f"{name}: the client saw more 201s than the service sent")
     else:
         # No log to count in: the client's 201s, and at most one request per connection
         # (more after a timeout) still unanswered when wrk stopped.
         in_flight = args.connections + report["socket_errors"]
-        check_invariants(conn, name, created, result.statuses[201], "201s wrk saw", in_flight)
+        check_invariants(
+            database_url, name, created, result.statuses[201], "201s wrk saw", in_flight
+        )
     return result
 
 
 def side_by_side(
-    name: str, service: Service, meter: CpuMeter, conn, args: argparse.Namespace, events: list
+    name: str,
+    service: Service,
+    meter: CpuMeter,
+    conn,
+    database_url: str,
+    args: argparse.Namespace,
+    events: list,
 ) -> list[Result]:
     """Hot events loaded at the same moment, the clients split between them.
 
@@ -481,7 +461,7 @@ def side_by_side(
     requests = sum(report["requests"] for report in reports)
     cpu = CpuMeter.per_request(cpu_before, meter.sample(), requests)
     created = booked_rows(conn, events[0]) + booked_rows(conn, events[1]) - before
-    check_invariants(conn, name, created, served[201], "201s in the access log")
+    check_invariants(database_url, name, created, served[201], "201s in the access log")
     return [wrk_result(report, cpu) for report in reports]
 
 
@@ -522,7 +502,7 @@ def pgbench_scenario(
     cpu = CpuMeter.per_request(cpu_before, meter.sample(), len(latencies))
     cpu["gunicorn"] = cpu["nginx"] = 0.0  # idle meanwhile
     created = booked_rows(conn, [event_id]) - before_rows
-    check_invariants(conn, name, created, len(latencies), "pgbench transactions")
+    check_invariants(database_url, name, created, len(latencies), "pgbench transactions")
     return Result(
         rps=tps,
         p50_ms=percentile(latencies, 50) / 1000,
@@ -731,7 +711,7 @@ def one_run(
     ) -> Callable[[], Result]:
         profile_dir = workdir if profiled and args.profile and number == 1 else None
         return lambda: wrk_scenario(
-            name, backend, meter, conn, args, kind, events, url, profile_dir
+            name, backend, meter, conn, database_url, args, kind, events, url, profile_dir
         )
 
     def pair(*sides: tuple[str, Callable[[], Result]]) -> list[tuple[str, Callable]]:
@@ -782,7 +762,9 @@ def one_run(
             lambda: dict(
                 zip(
                     ("a2", "d2"),
-                    side_by_side("(a)+(d)", service, meter, conn, args, [hot2, full2]),
+                    side_by_side(
+                        "(a)+(d)", service, meter, conn, database_url, args, [hot2, full2]
+                    ),
                     strict=True,
                 )
             ),
@@ -897,7 +879,7 @@ def main() -> None:
         args.runs, args.duration = 2, 1
 
     ensure_programs()
-    if args.profile and not profile.py_spy():
+    if args.profile and not pyspy.py_spy():
         sys.exit("--profile needs py-spy: pip install py-spy")
     for key, value in machine().items():
         print(f"{key:8} {value}")
@@ -921,7 +903,7 @@ def main() -> None:
         floor = Floor(database_url, workdir / "gunicorn-floor.log")
         # Every request comes from 127.0.0.1: the shipped per-address budget (limit_req,
         # limit_conn) would answer most of them 429, so the bench lifts those two lines.
-        nginx = start_nginx(service.port, site=without_per_client_limits)
+        nginx = start_nginx(service.port, per_client_limits=False)
         print("nginx    deploy/nginx.conf without its per-address limit_req/limit_conn lines")
         meter = CpuMeter([service.proc.pid, floor.proc.pid], nginx.proc.pid, _postmaster_pid(conn))
         runs = [

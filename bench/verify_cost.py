@@ -8,17 +8,11 @@ Run: .venv/bin/python bench/verify_cost.py
 
 import math
 import statistics
-import sys
 import timeit
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the tests' own identity provider
-
-from jwks import AUDIENCE, ISSUER, JwksServer, SigningKey  # noqa: E402
-
-from booking.auth.keys import Verifier  # noqa: E402
-from booking.config import Config  # noqa: E402
+from booking.auth.keys import Verifier
+from booking.config import Config
+from harness.jwks import AUDIENCE, ISSUER, JwksServer, SigningKey
 
 RUNS = 15
 

@@ -1,5 +1,5 @@
-"""Beyond one machine: an HA PostgreSQL pair under pg_auto_failover, and clients that book
-through every fault with their Idempotency-Keys and then check what the database holds.
+"""Beyond one machine: an HA PostgreSQL pair under pg_auto_failover, and hosts of our own
+as network namespaces; the clients that book through their faults are harness.clients.Load.
 
 The pair is private: a monitor and two nodes, each a host of its own (a network
 namespace, see Network) with its own data directory under one temporary directory, run by
@@ -11,48 +11,22 @@ machine's own PostgreSQL is never touched.
 import contextlib
 import glob
 import os
-import random
 import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
-import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
-import requests
-from support import (
-    ROOT,
-    ClientThreads,
-    free_port,
-    is_outcome,
-    session_from,
-    skip_or_fail,
-    wait_for,
-)
 
-RESERVE = "/api/bookings/reserve"
-# The user PostgreSQL runs as (initdb refuses root).
+from harness import ROOT, free_port, skip_or_fail, wait_for
+from harness.database import sql
+
+# The user PostgreSQL runs as when the tests run as root (initdb refuses root).
 POSTGRES_USER = "postgres"
 # The monitor's failover timing, as deployed (docs/scaling.md).
 MONITOR_SETTINGS = ROOT / "deploy" / "pg_auto_failover-monitor.conf"
-# What a client may be told while a host is down; anything else 5xx is a failure.
-UNAVAILABLE = [{"error": "db_unavailable"}, {"error": "upstream_unavailable"}]
-
-
-def sql(url: str, query: str, params: object = None) -> list[tuple]:
-    conn = psycopg2.connect(url, connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def postgres_bindir() -> Path:
@@ -307,214 +281,6 @@ class PgAutoFailover:
             f"--- {path.name}\n" + "\n".join(path.read_text().splitlines()[-40:])
             for path in sorted(self.dir.glob("*.log"))
         )
-
-
-# --- clients ---------------------------------------------------------------------------
-
-
-@dataclass
-class Attempt:
-    request_id: str
-    sent: float  # time.monotonic()
-    answered: float
-    status: int | None  # None: no HTTP answer at all
-    body: dict | None
-    replayed: bool
-    raw: bytes = b""
-
-
-@dataclass
-class Booking:
-    event_id: int
-    user_id: str
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
-    attempts: list[Attempt] = field(default_factory=list)
-
-    @property
-    def outcome(self) -> Attempt | None:
-        """The business answer: not a 5xx, and not "the key is still in flight"."""
-        done = [a for a in self.attempts if is_outcome(a)]
-        return done[-1] if done else None
-
-
-class Load(ClientThreads):
-    """Client threads booking seats, each retrying its booking with the same key (after a
-    short back-off) until it has a business answer, then moving on to the next one."""
-
-    BACKOFF_S = 0.2
-    GIVE_UP_S = 300
-    TIMEOUT_S = 30
-    # stop() lets every client retry the booking in hand to an answer.
-    JOIN_TIMEOUT_S = GIVE_UP_S + TIMEOUT_S
-
-    def __init__(
-        self, url: str, event_ids: list[int], clients: int, sources: list[str] | None = None
-    ) -> None:
-        self.url = url
-        # Each client's own address, when the test made some (else the system picks).
-        self.sources = sources
-        self.event_ids = event_ids
-        self.lock = threading.Lock()
-        self.bookings: list[Booking] = []
-        self.violations: list[str] = []
-        super().__init__(clients)
-
-    def violation(self, message: str) -> None:
-        with self.lock:
-            self.violations.append(message)
-
-    def client(self, n: int) -> None:
-        rng = random.Random(n)
-        session = session_from(self.sources[n]) if self.sources else requests.Session()
-        with session:
-            while not self.stop_flag.is_set():
-                # A small pool of users per client: some bookings are repeats (409).
-                booking = Booking(rng.choice(self.event_ids), f"c{n}-u{rng.randrange(300)}")
-                with self.lock:
-                    self.bookings.append(booking)
-                self._settle(session, booking)
-
-    def _settle(self, session: requests.Session, booking: Booking) -> None:
-        give_up = time.monotonic() + self.GIVE_UP_S
-        while True:
-            attempt = self._send(session, booking)
-            if is_outcome(attempt):
-                return
-            if time.monotonic() > give_up:
-                self.violation(f"no answer for {booking}")
-                return
-            time.sleep(self.BACKOFF_S)
-
-    def _send(self, session: requests.Session, booking: Booking) -> Attempt:
-        request_id = f"{booking.key}-{len(booking.attempts)}"
-        sent = time.monotonic()
-        try:
-            response = session.post(
-                self.url + RESERVE,
-                json={"event_id": booking.event_id, "user_id": booking.user_id},
-                headers={"Idempotency-Key": booking.key, "X-Request-ID": request_id},
-                timeout=self.TIMEOUT_S,
-            )
-        except requests.RequestException as exc:
-            self.violation(f"no HTTP answer for {booking.key}: {exc!r}")
-            attempt = Attempt(request_id, sent, time.monotonic(), None, None, False)
-        else:
-            attempt = self._check(booking, request_id, sent, response)
-        with self.lock:
-            booking.attempts.append(attempt)
-        return attempt
-
-    def _check(
-        self, booking: Booking, request_id: str, sent: float, response: requests.Response
-    ) -> Attempt:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        status = response.status_code
-        if status >= 500 and not (status == 503 and body in UNAVAILABLE):
-            self.violation(f"{status} {response.text[:200]!r} for {booking.key}")
-        elif status < 500 and status not in (201, 409):
-            self.violation(f"unexpected {status} {body} for {booking.key}")
-        replayed = response.headers.get("Idempotent-Replayed") == "true"
-        attempt = Attempt(
-            request_id, sent, time.monotonic(), status, body, replayed, response.content
-        )
-        previous = booking.outcome
-        if previous is not None and is_outcome(attempt):
-            self.violation(f"key {booking.key} answered twice: {previous}, {attempt}")
-        return attempt
-
-    # --- figures ------------------------------------------------------------------------
-
-    def attempts(self) -> list[Attempt]:
-        with self.lock:
-            return [a for b in self.bookings for a in b.attempts]
-
-    def booked_since(self, since: float) -> int:
-        """201s for requests sent after `since`."""
-        return sum(1 for a in self.attempts() if a.status == 201 and a.sent > since)
-
-    def outage(self, since: float) -> dict[str, object]:
-        """From `since` (the kill) to the first 201 for a request sent after it."""
-        attempts = self.attempts()
-        first = min(a.answered for a in attempts if a.status == 201 and a.sent > since)
-        with self.lock:
-            failed = [b for b in self.bookings if any(a.status == 503 for a in b.attempts)]
-        return {
-            "seconds_to_first_201": round(first - since, 1),
-            "answered_503": sum(
-                1 for a in attempts if a.status == 503 and since < a.answered < first
-            ),
-            # Bookings that saw a 503, and those of them that had in fact committed: their
-            # retry replayed the 201.
-            "bookings_retried": len(failed),
-            "replayed_after_503": sum(1 for b in failed if b.outcome and b.outcome.replayed),
-        }
-
-    def statuses(self) -> Counter:
-        return Counter(a.status for a in self.attempts())
-
-
-def check_bookings(database_url: str, load: Load, event_ids: list[int]) -> list[str]:
-    """Every 201 is a row, every row a 201 (or its replay); no event over capacity; no user
-    twice on an event; every request ended with an answer."""
-    problems = list(load.violations)
-    told: dict[int, tuple[int, str]] = {}
-    for booking in load.bookings:
-        outcome = booking.outcome
-        if outcome is None:
-            problems.append(f"never answered: {booking}")
-        elif outcome.status == 201:
-            if outcome.body["booking_id"] in told:
-                problems.append(f"booking {outcome.body['booking_id']} told to two keys")
-            told[outcome.body["booking_id"]] = (booking.event_id, booking.user_id)
-        if sum(1 for a in booking.attempts if is_outcome(a) and not a.replayed) > 1:
-            problems.append(f"key {booking.key} ran twice")
-    rows = sql(
-        database_url,
-        "SELECT id, event_id, user_id FROM bookings WHERE event_id = ANY(%s)",
-        (event_ids,),
-    )
-    stored = {booking_id: (event_id, user_id) for booking_id, event_id, user_id in rows}
-    if stored != told:
-        lost = sorted(set(told) - set(stored))
-        phantom = sorted(set(stored) - set(told))
-        problems.append(f"database differs from clients: lost {lost}, phantom {phantom}")
-    problems += [
-        f"event {event_id}: {total} seats, counter {booked}, {count} rows"
-        for event_id, total, booked, count in sql(
-            database_url,
-            """
-            SELECT e.id, e.total_seats, s.booked,
-                   (SELECT count(*) FROM bookings b WHERE b.event_id = e.id)
-            FROM events e JOIN event_seats s ON s.event_id = e.id WHERE e.id = ANY(%s)
-            """,
-            (event_ids,),
-        )
-        if not booked == count <= total
-    ]
-    problems += [
-        f"user {user_id} holds {n} seats for event {event_id}"
-        for event_id, user_id, n in sql(
-            database_url,
-            "SELECT event_id, user_id, count(*) FROM bookings WHERE event_id = ANY(%s) "
-            "GROUP BY 1, 2 HAVING count(*) > 1",
-            (event_ids,),
-        )
-    ]
-    return problems
-
-
-def make_events(database_url: str, *seats: int) -> list[int]:
-    return [
-        sql(
-            database_url,
-            "INSERT INTO events (name, total_seats) VALUES ('ha', %s) RETURNING id",
-            (n,),
-        )[0][0]
-        for n in seats
-    ]
 
 
 # --- hosts of our own: network namespaces on one bridge --------------------------------

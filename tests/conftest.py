@@ -2,7 +2,7 @@
 
 Every test talks to a real PostgreSQL: the server in DATABASE_URL when it is set, the
 embedded one under .data/ otherwise. Each run creates its own database and drops it at the
-end, so runs never interfere. Helpers live in support.py; tests import them from there.
+end, so runs never interfere. Helpers live in the harness package, shared with `make bench`.
 """
 
 import socket
@@ -14,23 +14,16 @@ from pathlib import Path
 import psycopg2
 import pytest
 import redis
-from jwks import JwksServer, SigningKey, auth_env
-from support import (
-    ADMIN_TOKEN,
-    SERVICE_ENV,
-    SHARED_REDIS,
-    SUMMARY,
-    Gunicorn,
-    PrivatePostgres,
-    Worker,
-    skip_or_fail,
-    wait_for,
-)
 
 from booking import create_app
 from booking.config import Config
-from booking.db import create_database, drop_database
 from booking.db import database_url as resolve_database_url
+from harness import SUMMARY, skip_or_fail, wait_for
+from harness.clients import SERVICE_ENV
+from harness.database import PrivatePostgres, create_database, drop_database
+from harness.http import ADMIN_TOKEN
+from harness.jwks import JwksServer, SigningKey, auth_env
+from harness.servers import SHARED_REDIS, Gunicorn, Worker
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -188,7 +181,7 @@ def shared_redis() -> Iterator[dict[str, str]]:
     client.close()
 
 
-# The tests' identity provider (jwks.py).
+# The tests' identity provider (harness/jwks.py).
 
 
 @pytest.fixture(scope="session")

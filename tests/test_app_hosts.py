@@ -11,9 +11,7 @@ PostgreSQL server; the network and every process are gone at the end, pass or fa
 """
 
 import contextlib
-import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,35 +25,20 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
-from cluster import (
-    Load,
-    Network,
-    check_bookings,
-    make_events,
-    postgres_server_bindir,
-    sql,
-)
-from support import (
-    ADMIN_TOKEN,
-    NGINX_LOG_DIR,
-    NGINX_STATE_DIR,
-    ROOT,
-    report,
-    require_program,
-    session_from,
-    wait_for,
-    with_private_dirs,
-)
+from cluster import Network, postgres_server_bindir
 
-from booking.db import create_database
+from harness import report, wait_for
+from harness.clients import Load
+from harness.database import create_database, make_events, sql
+from harness.http import ADMIN_TOKEN, RESERVE, session_from
+from harness.invariants import check_bookings
+from harness.servers import log_entries, nginx_command, render_nginx_site, require_program
 
 HOSTS = {"edge": 2, "app1": 11, "app2": 12, "data": 20}
 APP_PORT = 3000
 WORKERS = 2
 CLIENTS = 8
 RATE_LIMIT = 20
-RESERVE = "/api/bookings/reserve"
-UNPRIVILEGED_USER = "nobody"
 
 
 class Hosts:
@@ -163,49 +146,17 @@ class Hosts:
         d = self.net.dir / f"nginx-{uuid.uuid4().hex[:8]}"
         d.mkdir()
         upstreams = [f"{self.addr[h]}:{APP_PORT}" for h in ("app1", "app2")]
-        (d / "lib").mkdir()
-        (d / "booking.conf").write_text(render_site(upstreams, f"{self.addr['edge']}:80"))
-        temp_paths = "\n".join(
-            f"    {kind}_temp_path {d}/{kind}_temp;"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        (d / "nginx.conf").write_text(
-            f"user {UNPRIVILEGED_USER} nogroup;\n"
-            f"worker_processes 2;\nerror_log {d}/error.log warn;\n"
-            "events { worker_connections 2048; }\n"
-            f"http {{\n{temp_paths}\n    include {d}/booking.conf;\n}}\n"
-        )
-        subprocess.run(["chown", "-R", f"{UNPRIVILEGED_USER}:nogroup", str(d)], check=True)
-        nginx = [require_program("nginx"), "-p", str(d), "-e", f"{d}/error.log"]
-        nginx += ["-c", f"{d}/nginx.conf", "-g", f"daemon off; pid {d}/nginx.pid;"]
-        private = {NGINX_LOG_DIR: d, NGINX_STATE_DIR: d / "lib"}
-        self.edge = self.net.spawn(
-            "edge", with_private_dirs(private, nginx), self.net.dir / "nginx.log"
-        )
+        site = render_nginx_site(upstreams, f"{self.addr['edge']}:80")
+        self.edge = self.net.spawn("edge", nginx_command(d, site), self.net.dir / "nginx.log")
         wait_for(lambda: self._serves(self.url), "nginx on the edge host", 30)
 
     def access_lines(self, host: str) -> list[dict]:
         """gunicorn's access log lines so far (a line still being written is left out)."""
-        lines = self.app_logs[host].read_text().split("\n")[:-1]
-        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        entries = log_entries(self.app_logs[host])
         return [e for e in entries if e.get("logger") == "gunicorn.access"]
 
     def served_by(self, host: str, request_ids: set[str]) -> list[dict]:
         return [e for e in self.access_lines(host) if e.get("request_id") in request_ids]
-
-
-def render_site(upstreams: list[str], listen: str) -> str:
-    """deploy/nginx.conf with its one upstream server line repeated for each app host
-    (same parameters) and our listen address; nothing else changed."""
-    site = (ROOT / "deploy" / "nginx.conf").read_text()
-    site, listens = re.subn(r"(?m)^(\s*)listen\s+[^;]+;", rf"\1listen {listen};", site)
-
-    def servers(match: re.Match) -> str:
-        return "\n".join(f"{match[1]}server {upstream}{match[2]};" for upstream in upstreams)
-
-    site, found = re.subn(r"(?m)^(\s*)server 127\.0\.0\.1:3000([^;]*);", servers, site)
-    assert (listens, found) == (1, 1), "deploy/nginx.conf no longer has the lines we patch"
-    return site
 
 
 class Reader(threading.Thread):
@@ -288,7 +239,7 @@ def test_app_hosts_one_dies_under_load(hosts):
     with Load(hosts.url, event_ids, CLIENTS, sources) as load:
 
         def both_hosts_booked() -> bool:
-            return load.booked_since(0) >= 100 and all(
+            return load.ledger.booked_since(0) >= 100 and all(
                 any(e["method"] == "POST" for e in hosts.access_lines(h)) for h in hosts.apps
             )
 
@@ -303,14 +254,14 @@ def test_app_hosts_one_dies_under_load(hosts):
             )
             killed_at = time.monotonic()
             hosts.net.kill(hosts.apps["app1"])
-        wait_for(lambda: load.booked_since(killed_at) >= 100, "bookings after the kill", 120)
+        wait_for(lambda: load.ledger.booked_since(killed_at) >= 100, "bookings after the kill", 120)
     reads = reader.stop()
     assert set(reads) == {200}, reads
-    problems = check_bookings(hosts.database_url, load, event_ids)
+    problems = check_bookings(hosts.database_url, event_ids, load.ledger)
     assert not problems, problems[:20]
     cut = {
         a.request_id
-        for a in load.attempts()
+        for a in load.ledger.attempts()
         if a.status == 503 and a.body == {"error": "upstream_unavailable"}
     }
     # POSTs app1 had received when it died: answered 503 by nginx, not passed to app2.
@@ -318,12 +269,12 @@ def test_app_hosts_one_dies_under_load(hosts):
     assert not hosts.served_by("app2", cut)
     all_ids = [e["request_id"] for h in ("app1", "app2") for e in hosts.access_lines(h)]
     assert not [rid for rid, n in Counter(all_ids).items() if n > 1]
-    statuses = load.statuses()
-    outage = load.outage(killed_at)
+    statuses = load.ledger.statuses()
+    outage = load.ledger.outage(killed_at)
     report(
         "app host killed",
         clients=CLIENTS,
-        bookings=len(load.bookings),
+        bookings=len(load.ledger.requests),
         answered_201=statuses[201],
         answered_503=statuses[503],
         cut_in_flight=len(cut),

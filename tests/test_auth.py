@@ -1,7 +1,7 @@
 """Authenticated callers (AUTH_JWKS_URL): tokens, whose bookings, keys, budgets.
 
 Tokens are signed with keys the tests generate and checked by the service against the key
-set a JwksServer serves over real HTTP (tests/jwks.py): nothing of PyJWT or of the key
+set a JwksServer serves over real HTTP (harness/jwks.py): nothing of PyJWT or of the key
 fetch is mocked. Rules are checked in process; what depends on several gunicorn workers
 (key caches, the rate limit in Redis) through a real gunicorn.
 """
@@ -28,32 +28,14 @@ import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
-from jwks import (
-    AUDIENCE,
-    ISSUER,
-    JwksServer,
-    SigningKey,
-    access_claims,
-    auth_env,
-    bearer,
-)
-from support import (
-    ADMIN,
-    ADMIN_TOKEN,
-    BOOKINGS,
-    CANCEL,
-    EVENTS,
-    RESERVE,
-    ROOT,
-    log_entries,
-    overlap,
-    wait_for,
-    wait_for_entries,
-)
 
 from booking import create_app
 from booking.auth import keys
 from booking.config import Config, ConfigError
+from harness import ROOT, wait_for
+from harness.http import ADMIN, ADMIN_TOKEN, BOOKINGS, CANCEL, EVENTS, RESERVE, overlap
+from harness.jwks import AUDIENCE, ISSUER, JwksServer, SigningKey, access_claims, auth_env, bearer
+from harness.servers import log_entries, wait_for_entries
 
 BACKEND_SCOPE = "openid bookings:any-user"
 

@@ -5,7 +5,8 @@ import threading
 from collections import Counter
 
 import requests
-from support import BOOKINGS, CANCEL, EVENTS, RESERVE, overlap, post_json
+
+from harness.http import BOOKINGS, CANCEL, EVENTS, RESERVE, overlap, post_json
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

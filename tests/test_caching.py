@@ -5,7 +5,8 @@ import re
 
 import pytest
 import requests
-from support import ADMIN, BOOKINGS, CANCEL, EVENTS, RESERVE, post_json
+
+from harness.http import ADMIN, BOOKINGS, CANCEL, EVENTS, RESERVE, post_json
 
 CACHE_CONTROL = "public, max-age=1"
 STRONG_ETAG = re.compile(r'^"[0-9a-f]{40}"$')

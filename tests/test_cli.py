@@ -7,9 +7,9 @@ import pytest
 
 from booking import create_app
 from booking.config import Config
-from booking.db import create_database, drop_database
 from booking.db.migrations import apply_migrations, rollback_migrations
 from booking.ops.cli import SEED_EVENTS
+from harness.database import create_database, drop_database
 
 
 @pytest.fixture

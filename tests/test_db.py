@@ -1,47 +1,31 @@
 """The per-worker connection: timeouts, terminated backends and a restarted PostgreSQL."""
 
 import psycopg2
-import pytest
-from support import EVENTS, RESERVE
 
 from booking import create_app
 from booking.config import Config
-from booking.db import embedded
-from booking.db.migrations import apply_migrations
+from harness.http import EVENTS, RESERVE
 
 
-@pytest.fixture(scope="module")
-def private_postgres(tmp_path_factory):
-    """An embedded PostgreSQL of this test's own, free to be stopped and started."""
-    data_dir = tmp_path_factory.mktemp("private-pg")
-    url = embedded.database_url(data_dir)
-    apply_migrations(url)
-    yield data_dir, url
-    embedded.stop(data_dir, "immediate")
-
-
-def test_ready_and_bookings_follow_a_database_restart(private_postgres):
-    data_dir, url = private_postgres
+def test_ready_and_bookings_follow_a_database_restart(private_pg):
+    url = private_pg.database_url
     client = create_app(Config(database_url=url, db_connect_timeout_s=2)).test_client()
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    conn.cursor().execute("INSERT INTO events (id, name, total_seats) VALUES (1, 'x', 10)")
-    conn.close()
+    [event_id] = private_pg.make_events(10)
     assert client.get("/ready").status_code == 200
-    assert client.post(RESERVE, json={"event_id": 1, "user_id": "a"}).status_code == 201
+    assert client.post(RESERVE, json={"event_id": event_id, "user_id": "a"}).status_code == 201
 
-    embedded.stop(data_dir, "fast")
+    private_pg.stop("fast")
     response = client.get("/ready")
     assert (response.status_code, response.get_json()) == (
         503,
         {"status": "not_ready", "reason": "db"},
     )
-    response = client.post(RESERVE, json={"event_id": 1, "user_id": "b"})
+    response = client.post(RESERVE, json={"event_id": event_id, "user_id": "b"})
     assert (response.status_code, response.get_json()) == (503, {"error": "db_unavailable"})
 
-    embedded.start(data_dir)
+    private_pg.start()
     # The very next request works: the dead connection is noticed and replaced.
-    response = client.post(RESERVE, json={"event_id": 1, "user_id": "b"})
+    response = client.post(RESERVE, json={"event_id": event_id, "user_id": "b"})
     assert response.status_code == 201
     assert client.get("/ready").status_code == 200
 

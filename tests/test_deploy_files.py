@@ -1,6 +1,6 @@
 """The files in deploy/ work as shipped: the nginx site inside Debian's own nginx.conf, the
 systemd units as systemd reads them. Nothing is rendered; each program runs in a mount
-namespace of its own (support.with_private_dirs), so it sees the shipped paths while the
+namespace of its own (harness.servers.with_private_dirs), so it sees the shipped paths while the
 machine's own /etc/nginx, /var/log/nginx, /var/lib/nginx and /opt stay untouched."""
 
 import hashlib
@@ -10,14 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import (
-    DEPLOY,
-    NGINX_LOG_DIR,
-    NGINX_STATE_DIR,
-    require_program,
-    skip_or_fail,
-    with_private_dirs,
-)
+from harness import DEPLOY, skip_or_fail
+from harness.servers import NGINX_LOG_DIR, NGINX_STATE_DIR, require_program, with_private_dirs
 
 UNITS = sorted(p for p in DEPLOY.iterdir() if p.suffix in {".service", ".timer"})
 

@@ -7,9 +7,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from support import RESERVE, log_entries, post_json, wait_for
 
 from booking.db.queries import EVENT_LOCK_NAMESPACE
+from harness import wait_for
+from harness.http import RESERVE, post_json
+from harness.servers import log_entries
 
 
 def test_reload_under_load_loses_no_request(start_gunicorn, make_event, sql):

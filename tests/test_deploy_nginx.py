@@ -5,17 +5,6 @@ import uuid
 
 import pytest
 import requests
-from support import (
-    EVENTS,
-    RESERVE,
-    free_port,
-    log_entries,
-    post_json,
-    session_from,
-    start_nginx,
-    wait_for,
-    wait_for_entries,
-)
 
 # The same tests as in test_bookings.py, run here against the `client` and `server` below.
 from test_bookings import (  # noqa: F401
@@ -26,6 +15,10 @@ from test_bookings import (  # noqa: F401
     test_second_reserve_by_same_user_is_already_booked,
 )
 from test_caching import reads
+
+from harness import free_port, wait_for
+from harness.http import EVENTS, RESERVE, post_json, session_from
+from harness.servers import log_entries, start_nginx, wait_for_entries
 
 
 class Proxied:

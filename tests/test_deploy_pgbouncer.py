@@ -3,13 +3,15 @@ booking race stays exact and DB_STATEMENT_TIMEOUT_MS still bounds every statemen
 
 import psycopg2
 import pytest
-from support import RESERVE, post_json, skip_or_fail, start_pgbouncer
 
 # The race of test_bookings.py, run here against the `server` and `db` below.
 from test_bookings import test_200_users_race_for_50_seats  # noqa: F401
 
-from booking.db import create_database, drop_database
 from booking.db.queries import EVENT_LOCK_NAMESPACE
+from harness import skip_or_fail
+from harness.database import create_database, drop_database
+from harness.http import RESERVE, post_json
+from harness.servers import start_pgbouncer
 
 # The machine's PostgreSQL: PgBouncer reaches it over TCP, as in a deployment.
 BACKEND = "postgresql://postgres@127.0.0.1:5432/postgres"

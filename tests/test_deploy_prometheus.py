@@ -9,16 +9,9 @@ import subprocess
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from support import (
-    DEPLOY,
-    ROOT,
-    PrivateDir,
-    Process,
-    free_port,
-    require_program,
-    start_redis,
-    wait_for,
-)
+
+from harness import DEPLOY, ROOT, free_port, wait_for
+from harness.servers import PrivateDir, Process, require_program, start_redis
 
 PROMETHEUS = DEPLOY / "prometheus"
 RULES = PROMETHEUS / "booking-alerts.yml"

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import uuid
 
-from support import DEPLOY, ROOT, skip_or_fail
+from harness import DEPLOY, ROOT, skip_or_fail
 
 
 def unit(name: str) -> str:

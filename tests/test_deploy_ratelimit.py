@@ -8,21 +8,10 @@ from collections import Counter
 
 import redis
 import requests
-from support import (
-    ADMIN_TOKEN,
-    BOOKINGS,
-    CANCEL,
-    EVENTS,
-    RESERVE,
-    log_entries,
-    overlap,
-    session_from,
-    start_nginx,
-    start_redis,
-    wait_for_entries,
-)
 
 from booking import create_app
+from harness.http import ADMIN_TOKEN, BOOKINGS, CANCEL, EVENTS, RESERVE, overlap, session_from
+from harness.servers import log_entries, start_nginx, start_redis, wait_for_entries
 
 
 def booking_post(url: str, path: str, event_id: int, user: str, session=requests, headers=None):

@@ -8,7 +8,8 @@ import re
 
 import pytest
 import requests
-from support import ROOT
+
+from harness import ROOT
 
 API_MD = ROOT / "docs" / "api.md"
 EVERY_ROUTE = "every route"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import skip_or_fail
 
 from booking import create_app
 from booking.config import Config
 from booking.http.openapi import build_spec
+from harness import skip_or_fail
 
 PATHS = list(build_spec(create_app(Config(database_url="postgresql://127.0.0.1:1/x")))["paths"])
 

@@ -8,7 +8,10 @@ import sys
 
 import pytest
 import requests
-from support import RESERVE, ROOT, free_port, log_entries, raw_http, wait_for_entries
+
+from harness import ROOT, free_port
+from harness.http import RESERVE, raw_http
+from harness.servers import log_entries, wait_for_entries
 
 LIMIT = 16 * 1024  # MAX_CONTENT_LENGTH
 

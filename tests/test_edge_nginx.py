@@ -7,7 +7,10 @@ import threading
 
 import pytest
 import requests
-from support import raw_http, session_from, start_nginx, wait_for
+
+from harness import wait_for
+from harness.http import raw_http, session_from
+from harness.servers import start_nginx
 
 HALF_SENT = 1600
 # The address the JSON-error tests send from, apart from the limit tests' addresses.

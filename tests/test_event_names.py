@@ -11,9 +11,9 @@ import unicodedata
 import pytest
 import requests
 from marshmallow import ValidationError
-from support import ADMIN
 
 from booking.resources.events import EventCreateSchema
+from harness.http import ADMIN
 
 REFUSED = {
     "zero-width space": "\u200b",

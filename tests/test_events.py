@@ -1,10 +1,10 @@
 """Event routes: availability, details, keyset pagination and admin creation."""
 
 import pytest
-from support import ADMIN, CANCEL, EVENTS, RESERVE
 
 from booking import create_app
 from booking.config import Config
+from harness.http import ADMIN, CANCEL, EVENTS, RESERVE
 
 
 def test_availability_and_details(client, make_event):

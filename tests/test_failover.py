@@ -15,8 +15,13 @@ import subprocess
 import sys
 
 import pytest
-from cluster import Load, PgAutoFailover, check_bookings, make_events, sql
-from support import ROOT, Gunicorn, report, wait_for
+from cluster import PgAutoFailover
+
+from harness import ROOT, report, wait_for
+from harness.clients import Load
+from harness.database import make_events, sql
+from harness.invariants import check_bookings
+from harness.servers import Gunicorn
 
 pytestmark = pytest.mark.chaos
 
@@ -96,16 +101,16 @@ def fail_over(ha: PgAutoFailover, url: str, old: str, new: str) -> dict[str, obj
     assert setting and standbys == ["quorum"], (setting, standbys)  # ANY 1 (<standby>)
     event_ids = make_events(ha.url, *SEATS)
     with Load(url, event_ids, CLIENTS) as load:
-        wait_for(lambda: load.booked_since(0) >= BOOKINGS_BEFORE, "bookings", 120)
+        wait_for(lambda: load.ledger.booked_since(0) >= BOOKINGS_BEFORE, "bookings", 120)
         killed_at = ha.kill_host(old)
         wait_for(
-            lambda: load.booked_since(killed_at) >= BOOKINGS_AFTER,
+            lambda: load.ledger.booked_since(killed_at) >= BOOKINGS_AFTER,
             f"bookings after the kill; monitor: {ha.states()}",
             300,
         )
-    figures = load.outage(killed_at)
+    figures = load.ledger.outage(killed_at)
     assert serving_node(ha) == new
-    problems = check_bookings(ha.url, load, event_ids)
+    problems = check_bookings(ha.url, event_ids, load.ledger)
     assert not problems, problems[:20]
 
     ha.restart(old)
@@ -118,10 +123,10 @@ def fail_over(ha: PgAutoFailover, url: str, old: str, new: str) -> dict[str, obj
         "the rejoined standby to hold every booking",
         60,
     )
-    statuses = load.statuses()
+    statuses = load.ledger.statuses()
     return {
         **figures,
-        "bookings": len(load.bookings),
+        "bookings": len(load.ledger.requests),
         "answered_201": statuses[201],
         "answered_409": statuses[409],
         "answered_503_total": statuses[503],
@@ -136,14 +141,14 @@ def test_no_failover_on_a_short_network_cut(ha, service):
     before = ha.last_event()
     try:
         with Load(service.url, event_ids, CLIENTS) as load:
-            wait_for(lambda: load.booked_since(0) >= BOOKINGS_BEFORE, "bookings", 120)
+            wait_for(lambda: load.ledger.booked_since(0) >= BOOKINGS_BEFORE, "bookings", 120)
             cut_at, back_at = ha.cut_off("a", HICCUP_S)
             wait_for(
-                lambda: load.booked_since(back_at) >= BOOKINGS_AFTER,
+                lambda: load.ledger.booked_since(back_at) >= BOOKINGS_AFTER,
                 f"bookings after the cut; monitor: {ha.states()}",
                 120,
             )
-        figures = load.outage(cut_at)
+        figures = load.ledger.outage(cut_at)
         report(f"network cut of {HICCUP_S} s", clients=CLIENTS, **figures)
         # The cut was real: the clients saw the primary gone.
         assert figures["answered_503"] > 0, figures
@@ -151,7 +156,7 @@ def test_no_failover_on_a_short_network_cut(ha, service):
         ha.wait_for_states({"a": "primary", "b": "secondary"}, timeout=60)
         assert not failover_goals(ha, before), ha.goal_states_since(before)
         assert serving_node(ha) == "a"
-        problems = check_bookings(ha.url, load, event_ids)
+        problems = check_bookings(ha.url, event_ids, load.ledger)
         assert not problems, problems[:20]
     except AssertionError:
         print(ha.logs())

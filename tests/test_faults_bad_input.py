@@ -9,7 +9,8 @@ import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from support import ADMIN_TOKEN, BOOKINGS, CANCEL, EVENTS, RESERVE, raw_http, report
+from harness import report
+from harness.http import ADMIN_TOKEN, BOOKINGS, CANCEL, EVENTS, RESERVE, raw_http
 
 RANDOM_BODIES = 1200
 RANDOM_HEADERS = 1200

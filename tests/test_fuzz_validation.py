@@ -13,10 +13,10 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import CANCEL, RESERVE
 
 from booking.http.schemas import MAX_INT, PRINTABLE_TEXT_PATTERN
 from booking.resources.bookings import BookingRequestSchema
+from harness.http import CANCEL, RESERVE
 
 EXAMPLES = 250
 # Stands for a new unique value, so that valid requests often book rather than collide.

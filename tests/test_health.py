@@ -1,9 +1,9 @@
 """Health, readiness, and JSON errors for unknown routes and methods."""
 
-from support import RESERVE, free_port
-
 from booking import create_app
 from booking.config import Config
+from harness import free_port
+from harness.http import RESERVE
 
 
 def test_health(client):

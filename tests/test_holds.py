@@ -4,9 +4,10 @@ import dataclasses
 import re
 
 import pytest
-from support import ADMIN, BOOKINGS, EVENTS, RESERVE, wait_for
 
 from booking import create_app
+from harness import wait_for
+from harness.http import ADMIN, BOOKINGS, EVENTS, RESERVE
 
 HOLDS = "/api/holds"
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -8,10 +8,10 @@ from collections import Counter
 import psycopg2
 import pytest
 import requests
-from support import CANCEL, EVENTS, RESERVE, overlap
 
 from booking import create_app
 from booking.config import Config
+from harness.http import CANCEL, EVENTS, RESERVE, overlap
 
 
 def post(client, path, body, key):

@@ -10,9 +10,9 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 from gunicorn.config import Config as GunicornConfig
-from support import EVENTS
 
 from booking.ops.logs import GunicornLogger, JsonFormatter
+from harness.http import EVENTS
 
 
 def test_request_id_is_made_when_missing(client):

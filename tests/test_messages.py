@@ -14,9 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import psycopg2.sql
 import pytest
-from support import ROOT, free_port
 
-from booking.db import create_database, drop_database
+from harness import ROOT, free_port
+from harness.database import create_database, drop_database
 
 BIN = Path(sys.executable).parent
 EMBEDDED_HINT = "unset DATABASE_URL to use the embedded PostgreSQL"

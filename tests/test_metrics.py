@@ -10,10 +10,11 @@ import pytest
 import requests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from support import CANCEL, EVENTS, RESERVE, free_port, overlap, post_json, wait_for
 
 from booking import create_app
 from booking.config import Config
+from harness import free_port, wait_for
+from harness.http import CANCEL, EVENTS, RESERVE, overlap, post_json
 
 WORKERS = 3
 

@@ -11,12 +11,12 @@ from urllib.parse import quote
 import psycopg2
 import psycopg2.extensions
 import pytest
-from support import free_port
 
 from booking import create_app
 from booking.config import Config
-from booking.db import create_database, drop_database
 from booking.db.migrations import rollback_migrations
+from harness import free_port
+from harness.database import create_database, drop_database
 
 
 def several_hosts(url: str, first_port: int | None = None) -> str:

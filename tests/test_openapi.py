@@ -4,14 +4,14 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from jwks import AUDIENCE, ISSUER, bearer
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
-from support import ADMIN, CANCEL, EVENTS, RESERVE
 
 from booking import create_app
 from booking.config import Config
 from booking.http.openapi import build_spec
+from harness.http import ADMIN, CANCEL, EVENTS, RESERVE
+from harness.jwks import AUDIENCE, ISSUER, bearer
 
 # The spec as the code builds it (no database needed): it names the operations to fuzz.
 SPEC = build_spec(create_app(Config(database_url="postgresql://127.0.0.1:1/unused")))

@@ -2,18 +2,16 @@
 
 The per-event lock is held until commit, so the hot-event throughput depends on each
 booking being a single call. A proxy between gunicorn and PostgreSQL counts the protocol
-messages that make the client wait for the server (see bench/wire.py).
+messages that make the client wait for the server (see harness/wire.py).
 """
 
-import sys
 from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from support import CANCEL, EVENTS, RESERVE, ROOT, post_json
 
-sys.path.insert(0, str(ROOT))  # bench/ is a directory of scripts, not an installed package
-from bench.wire import WireCounter  # noqa: E402
+from harness.http import CANCEL, EVENTS, RESERVE, post_json
+from harness.wire import WireCounter
 
 RESERVE_CALL = "SELECT status, body, replayed FROM reserve_seat"
 CANCEL_CALL = "SELECT status, body, replayed FROM cancel_seat"

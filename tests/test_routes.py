@@ -3,10 +3,10 @@
 import re
 
 import pytest
-from support import BOOKINGS, CANCEL, EVENTS, RESERVE
 
 from booking import create_app
 from booking.config import Config
+from harness.http import BOOKINGS, CANCEL, EVENTS, RESERVE
 
 APP = create_app(Config(database_url="postgresql://127.0.0.1:1/unused"))
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -10,7 +10,9 @@ import threading
 
 import pytest
 import requests
-from support import EVENTS, RESERVE, overlap, post_json, wait_for
+
+from harness import wait_for
+from harness.http import EVENTS, RESERVE, overlap, post_json
 
 HOLDS = "/api/holds"
 SHORT = {"HOLD_SECONDS": "3", "WAITLIST_OFFER_SECONDS": "30", "WORKER_POLL_SECONDS": "1"}

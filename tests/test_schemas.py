@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from support import CANCEL, EVENTS, RESERVE
+
+from harness.http import CANCEL, EVENTS, RESERVE
 
 BAD_BODIES = {
     "event_id as string": {"event_id": "1", "user_id": "u"},

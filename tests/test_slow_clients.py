@@ -14,7 +14,10 @@ from collections import Counter
 
 import pytest
 import requests
-from support import RESERVE, report, session_from, start_nginx, wait_for
+
+from harness import report, wait_for
+from harness.http import RESERVE, session_from
+from harness.servers import start_nginx
 
 ATTACKER = "127.0.0.7"
 CLIENT = "127.0.0.8"

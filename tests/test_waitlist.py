@@ -3,9 +3,10 @@
 import dataclasses
 
 import pytest
-from support import ADMIN, CANCEL, EVENTS, RESERVE, wait_for
 
 from booking import create_app
+from harness import wait_for
+from harness.http import ADMIN, CANCEL, EVENTS, RESERVE
 
 HOLDS = "/api/holds"
 

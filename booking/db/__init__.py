@@ -18,21 +18,17 @@ import os
 import re
 import select
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.sql
 from flask import current_app
 
 from booking.config import EMBEDDED_HINT, Config, redacted
 from booking.db import queries
-from booking.db.migrations import apply_migrations
 from booking.ops import metrics
 
 log = logging.getLogger(__name__)
@@ -207,33 +203,6 @@ def database_url(config: Config) -> str:
     from booking.db import embedded  # pgserver is only needed when DATABASE_URL is unset
 
     return embedded.database_url(config.data_dir)
-
-
-def create_database(server_url: str, prefix: str) -> str:
-    """Create a fresh, migrated database on the server and return its URL.
-
-    The test suite and the benchmark each use one of their own, so runs never interfere.
-    """
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    _run_on_server(server_url, "CREATE DATABASE {}", name)
-    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    apply_migrations(url)
-    return url
-
-
-def drop_database(server_url: str, database_url: str) -> None:
-    name = urlsplit(database_url).path.lstrip("/")
-    _run_on_server(server_url, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
-
-
-def _run_on_server(server_url: str, statement: str, database: str) -> None:
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    try:
-        query = psycopg2.sql.SQL(statement).format(psycopg2.sql.Identifier(database))
-        conn.cursor().execute(query)
-    finally:
-        conn.close()
 
 
 def get_db() -> Database:

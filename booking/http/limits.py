@@ -22,6 +22,7 @@ from flask import Blueprint, Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from booking import internals
 from booking.auth import policy as auth
 
 # A slow or unreachable Redis must cost a booking milliseconds, not a worker timeout.
@@ -64,17 +65,14 @@ class RouteLimiter(Limiter):
     more than the view. Here its three hooks (the check, then the deductions and
     X-RateLimit headers, then its clean-up) move to the blueprints that declare a limit
     and run there for the methods limited alone; limit_resource names them as it declares
-    each limit, so no limit is ever skipped.
+    each limit, so no limit is ever skipped. Moving them takes Flask-Limiter's private
+    parts: booking.internals.
     """
 
     def init_app(self, app: Flask) -> None:
         super().init_app(app)
         self.app = app
-        self.hooks = (
-            app.before_request_funcs[None].pop(),
-            app.after_request_funcs[None].pop(),
-            app.teardown_request_funcs[None].pop(),
-        )
+        self.hooks = internals.take_limiter_hooks(app, self)
         self.limited: dict[str, set[str]] = {}
 
     def limit_methods(self, blueprint: Blueprint, methods: list[str]) -> None:
@@ -99,9 +97,7 @@ class RouteLimiter(Limiter):
             if request.method in methods:
                 release(exc)
 
-        self.app.before_request_funcs[blueprint].append(before)
-        self.app.after_request_funcs[blueprint].append(after)
-        self.app.teardown_request_funcs[blueprint].append(teardown)
+        internals.add_blueprint_hooks(self.app, blueprint, before, after, teardown)
 
 
 def init_limiter(app: Flask) -> None:

@@ -3,7 +3,7 @@
 Gunicorn rejects a request it cannot parse (a control character in a header value, a bad
 request line, too many headers) before the application sees it, and writes an HTML page.
 The contract promises a JSON body for every failure, so gunicorn's error writer is
-replaced by one that answers like the application: a malformed request is bad input,
+replaced (through booking.internals: gunicorn has no setting for it) by one that answers like the application: a malformed request is bad input,
 422 validation_error, as a malformed body is (see booking.http.errors).
 
 Gunicorn also joins a header sent twice into one value ("a,b"), after which the
@@ -13,10 +13,9 @@ here, where the header lines are still apart.
 
 import json
 
-from gunicorn import util
-from gunicorn.http.body import ChunkedReader
-from gunicorn.http.errors import InvalidChunkSize, InvalidHeader
+from gunicorn.http.errors import InvalidChunkSize
 
+from booking import internals
 from booking.config import Config
 from booking.http.errors import HTTP_ERROR_CODES, ChunkTooLarge
 
@@ -40,14 +39,14 @@ def write_json_error(sock: object, status: int, reason: str, message: str) -> No
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(payload)}\r\n\r\n"
     )
-    util.write_nonblock(sock, head.encode("latin-1") + payload)
+    internals.write_to_client(sock, head.encode("latin-1") + payload)
 
 
 # Headers that name one thing: sent twice, the request is ambiguous.
 SINGLE_HEADERS = {"IDEMPOTENCY-KEY": "Idempotency-Key"}
 
 
-class RepeatedHeader(InvalidHeader):
+class RepeatedHeader(internals.GunicornBadHeader):
     def __str__(self) -> str:
         return f"{self.hdr} must be sent once, not repeated."
 
@@ -60,21 +59,16 @@ def refuse_repeated_headers(req: object) -> None:
             raise RepeatedHeader(spelled, req)
 
 
-_parse_chunk_size = ChunkedReader.parse_chunk_size
-
-
-def parse_bounded_chunk_size(self: ChunkedReader, unreader: object, data: bytes | None = None):
-    """gunicorn's own parse, then a size no body of the app can have is refused before a
-    byte of it is awaited: a worker would otherwise wait for it until its timeout."""
-    size, rest = _parse_chunk_size(self, unreader, data)
+def refuse_impossible_chunk_size(size: int) -> None:
+    """A chunk size no body of the app can have is refused before a byte of it is awaited:
+    a worker would otherwise wait for it until its timeout."""
     if size > MAX_CHUNK_SIZE:
         raise InvalidChunkSize(b"over 64 bits")
     if size > Config.max_content_length:
         raise ChunkTooLarge(b"%x" % size)
-    return size, rest
 
 
 def install() -> None:
     """Call in the gunicorn master, before the workers fork."""
-    util.write_error = write_json_error
-    ChunkedReader.parse_chunk_size = parse_bounded_chunk_size
+    internals.replace_gunicorn_error_writer(write_json_error)
+    internals.check_gunicorn_chunk_sizes(refuse_impossible_chunk_size)

@@ -9,7 +9,8 @@ its samples there and GET /metrics, whichever worker answers, sums them all. Wit
 Workers are recycled (max_requests), and each leaves a file per metric type behind: the
 master folds a dead worker's counters and histograms into one archive file per type
 (merge_dead_worker), as prometheus_client's multiprocess documentation suggests, so the
-files stay as many as the live workers and the totals stay whole. A scrape and a merge
+files stay as many as the live workers and the totals stay whole. Its file format is
+private to prometheus_client: the merge is in booking.internals. A scrape and a merge
 take a file lock, so a scrape never sees a worker's counts twice or not at all.
 """
 
@@ -33,8 +34,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.mmap_dict import MmapedDict
 
+from booking import internals
 from booking.http import apidoc
 
 bp = Blueprint("metrics", __name__)
@@ -130,13 +131,7 @@ def merge_dead_worker(metrics_dir: str, pid: int) -> None:
             dead = Path(metrics_dir, f"{kind}_{pid}.db")
             if not dead.exists():
                 continue
-            archive = MmapedDict(str(Path(metrics_dir, f"{kind}_archive.db")))
-            try:
-                for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(dead):
-                    total, timestamp = archive.read_value(key)
-                    archive.write_value(key, total + value, timestamp)
-            finally:
-                archive.close()
+            internals.add_samples(str(Path(metrics_dir, f"{kind}_archive.db")), str(dead))
             dead.unlink()
     multiprocess.mark_process_dead(pid, metrics_dir)
 

@@ -3,8 +3,8 @@
 The keys are generated here (cryptography), the tokens are signed with PyJWT, and the key
 set is served over real HTTP on a free local port, so the service fetches it exactly as it
 would fetch a real provider's. The served set can change while a test runs, the server can
-go down and come back on the same port, and it counts the requests it answered. Its
-fixtures are in conftest.py.
+go down and come back on the same port, and it counts the requests it answered. The
+tests' fixtures are in tests/conftest.py; bench/verify_cost.py uses it too.
 """
 
 import json
@@ -16,7 +16,8 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from support import free_port
+
+from harness import free_port
 
 ISSUER = "https://idp.test/realms/booking"
 AUDIENCE = "booking-api"
