@@ -2,8 +2,10 @@
 benchmark's.
 
 Without a ledger it checks what holds whatever the clients were told: no event over its
-seats, the seat counter equal to the rows it counts, one seat per user and event, no
-booking stored under two idempotency keys. With the ledger of the clients, also that the
+seats (booked + live holds <= total_seats), each counter equal to the rows it counts
+(booked, held, waiting), one seat per user and event, at most one open hold and one open
+waiting-list entry per user and event and never a booking beside a live hold, no booking
+stored under two idempotency keys. With the ledger of the clients, also that the
 database holds exactly the bookings and cancellations they were told of, that every
 request got its answer, and whatever the ledger saw wrong as it went.
 """
@@ -18,6 +20,23 @@ SEATS = """
            (SELECT count(*) FROM bookings b WHERE b.event_id = e.id)
     FROM events e LEFT JOIN event_seats s ON s.event_id = e.id
     WHERE %(event_ids)s::bigint[] IS NULL OR e.id = ANY(%(event_ids)s)
+"""
+# The sale's counters against their rows, and the seats booked and held live, at one instant.
+HELD = """
+    SELECT e.id, e.total_seats, s.booked, s.held, s.waiting,
+           (SELECT count(*) FROM holds h WHERE h.event_id = e.id AND h.status = 'held'),
+           (SELECT count(*) FROM holds h WHERE h.event_id = e.id AND h.status = 'held'
+              AND h.expires_at > clock_timestamp()),
+           (SELECT count(*) FROM waitlist_entries w
+            WHERE w.event_id = e.id AND w.status = 'waiting')
+    FROM events e JOIN event_seats s ON s.event_id = e.id
+    WHERE %(event_ids)s::bigint[] IS NULL OR e.id = ANY(%(event_ids)s)
+"""
+BOOKED_AND_HOLDING = """
+    SELECT b.event_id, b.user_id FROM bookings b JOIN holds h
+      ON h.event_id = b.event_id AND h.user_id = b.user_id AND h.status = 'held'
+         AND h.expires_at > clock_timestamp()
+    WHERE %(event_ids)s::bigint[] IS NULL OR b.event_id = ANY(%(event_ids)s)
 """
 USERS_HOLDING_TWO_SEATS = """
     SELECT event_id, user_id, count(*) FROM bookings
@@ -43,8 +62,20 @@ def check_bookings(
         if not (booked is not None and booked == rows <= total)
     ]
     problems += [
+        f"event {event_id}: {total} seats, {booked} booked + {live} live holds; counters"
+        f" held {held} (rows {held_rows}), waiting {waiting} (rows {waiting_rows})"
+        for event_id, total, booked, held, waiting, held_rows, live, waiting_rows in sql(
+            database_url, HELD, ids
+        )
+        if not (booked + live <= total and held == held_rows and waiting == waiting_rows)
+    ]
+    problems += [
         f"user {user_id} holds {n} seats for event {event_id}"
         for event_id, user_id, n in sql(database_url, USERS_HOLDING_TWO_SEATS, ids)
+    ]
+    problems += [
+        f"user {user_id} has a booking and a live hold for event {event_id}"
+        for event_id, user_id in sql(database_url, BOOKED_AND_HOLDING, ids)
     ]
     problems += [
         f"booking {booking_id} stored under {n} keys"

@@ -36,6 +36,27 @@ def behind_the_counter(sql, statement: str, event_id: int) -> None:
     )
 
 
+def test_a_live_hold_over_the_seats_or_beside_a_booking_fails(database_url, make_event, sql):
+    event_id = make_event(1)
+    sql("INSERT INTO bookings (event_id, user_id) VALUES (%s, 'alice')", (event_id,))
+    hold = (
+        "INSERT INTO holds (event_id, user_id, created_at, expires_at)"
+        " VALUES (%s, 'alice', now(), now() + interval '1 hour')"
+    )
+    sql(hold, (event_id,))
+    try:
+        assert check_bookings(database_url, [event_id]) == [
+            f"event {event_id}: 1 seats, 1 booked + 1 live holds; counters held 1 (rows 1),"
+            " waiting 0 (rows 0)",
+            f"user alice has a booking and a live hold for event {event_id}",
+        ]
+        # Expired, it is no longer held: the same rows pass.
+        sql("UPDATE holds SET expires_at = now() WHERE event_id = %s", (event_id,))
+        assert check_bookings(database_url, [event_id]) == []
+    finally:
+        sql("DELETE FROM holds WHERE event_id = %s", (event_id,))
+
+
 def test_the_clients_view_must_match_the_database(server, database_url, make_event, sql):
     event_id = make_event(5)
     ledger = Ledger()

@@ -13,6 +13,7 @@ import requests
 
 from harness import wait_for
 from harness.http import EVENTS, RESERVE, overlap, post_json
+from harness.invariants import check_bookings
 
 HOLDS = "/api/holds"
 SHORT = {"HOLD_SECONDS": "3", "WAITLIST_OFFER_SECONDS": "30", "WORKER_POLL_SECONDS": "1"}
@@ -96,8 +97,8 @@ def test_expiring_holds_go_to_the_waiting_in_order_and_no_newcomer_jumps_the_que
                     booked_by[user] = response.json()["booking_id"]
                 return
             assert response.json() == {"error": "sold_out"}
-            total, booked, held, waiting = sql(SEATS_NOW, (event_id,))[0]
-            if booked + held >= total and waiting == 0 and _all_offered(sql, event_id):
+            seats = requests.get(f"{sale.url}{EVENTS}/{event_id}/availability", timeout=30).json()
+            if seats["left"] == 0 and seats["waiting"] == 0:
                 return
 
     try:
@@ -116,6 +117,7 @@ def test_expiring_holds_go_to_the_waiting_in_order_and_no_newcomer_jumps_the_que
     assert len(booked_by) == 30
     total, booked, held, waiting = sql(SEATS_NOW, (event_id,))[0]
     assert (booked, held, waiting) == (30, 20, 0)
+    assert check_bookings(database_url, [event_id]) == []
 
 
 def _connect(psycopg2, url: str):
@@ -124,14 +126,9 @@ def _connect(psycopg2, url: str):
     return conn
 
 
-def _all_offered(sql, event_id: int) -> bool:
-    return sql(
-        "SELECT count(*) FROM waitlist_entries WHERE event_id = %s AND status = 'waiting'",
-        (event_id,),
-    ) == [(0,)]
-
-
-def test_confirm_racing_expiry_is_a_booking_or_hold_expired_never_both(sale, make_event, sql):
+def test_confirm_racing_expiry_is_a_booking_or_hold_expired_never_both(
+    sale, database_url, make_event, sql
+):
     """Confirms sent around each hold's expires_at: every hold ends exactly one way."""
     event_id = make_event(40)
     holds = [hold(sale.url, event_id, f"r{i}").json() for i in range(40)]
@@ -162,6 +159,7 @@ def test_confirm_racing_expiry_is_a_booking_or_hold_expired_never_both(sale, mak
     confirmed = sum(1 for status, _ in outcomes.values() if status == "confirmed")
     total, booked, held, waiting = sql(SEATS_NOW, (event_id,))[0]
     assert (booked, held) == (confirmed, 0)
+    assert check_bookings(database_url, [event_id]) == []
 
 
 def _utc_now() -> datetime.datetime:
