@@ -124,20 +124,22 @@ SEAT_CHANGE_RESPONSES = {
 }
 
 
-def _change_seat(action: str, query: str, data: dict[str, Any], key: str | None) -> Response:
-    """Run one booking function: one round trip, one transaction, idempotency included."""
-    data["user_id"] = auth.acting_user_id(data.get("user_id"))
-    fingerprint = idempotency.fingerprint(request.method, request.path, data) if key else None
+def call_keyed(
+    query: str, subject_id: int, who: str | None, key: str | None, body: dict, *more: int
+) -> dict:
+    """One seat function of migrations/functions/: one round trip, one transaction, the
+    Idempotency-Key claimed and the outcome stored in it. Every one takes its subject (an
+    event or a hold), the user (or the owner it must be), the key, the request's
+    fingerprint, the key's TTL and the offer length, then what else it needs (`more`)."""
     config = current_app.config["BOOKING"]
-    params = (
-        data["event_id"],
-        data["user_id"],
-        key,
-        fingerprint,
-        config.idempotency_ttl_seconds,
-        config.waitlist_offer_seconds,
-    )
-    outcome = get_db().fetch_one(query, params)
+    fingerprint = idempotency.fingerprint(request.method, request.path, body) if key else None
+    ttl, offer = config.idempotency_ttl_seconds, config.waitlist_offer_seconds
+    return get_db().fetch_one(query, (subject_id, who, key, fingerprint, ttl, offer, *more))
+
+
+def _change_seat(action: str, query: str, data: dict[str, Any], key: str | None) -> Response:
+    data["user_id"] = auth.acting_user_id(data.get("user_id"))
+    outcome = call_keyed(query, data["event_id"], data["user_id"], key, data)
     OUTCOMES.record(action, outcome["status"], outcome["body"], outcome["replayed"])
     return answer(outcome, LOCATION)
 

@@ -92,18 +92,11 @@ NOT_FOUND = apidoc.error("No such hold (or another caller's).", "hold_not_found"
 def place(data: dict[str, Any], key: str | None) -> Response:
     """Validated exactly as reserve: the same body, refused in the same order."""
     data["user_id"] = auth.acting_user_id(data.get("user_id"))
-    fingerprint = idempotency.fingerprint(request.method, request.path, data) if key else None
-    config = current_app.config["BOOKING"]
-    params = (
-        data["event_id"],
-        data["user_id"],
-        key,
-        fingerprint,
-        config.idempotency_ttl_seconds,
-        config.hold_seconds,
-        config.waitlist_offer_seconds,
+    hold_seconds = current_app.config["BOOKING"].hold_seconds
+    outcome = bookings.call_keyed(
+        PLACE_HOLD, data["event_id"], data["user_id"], key, data, hold_seconds
     )
-    return bookings.answer(get_db().fetch_one(PLACE_HOLD, params), LOCATION)
+    return bookings.answer(outcome, LOCATION)
 
 
 def _close(query: str, hold_id: int, key: str | None) -> dict:
@@ -111,17 +104,7 @@ def _close(query: str, hold_id: int, key: str | None) -> dict:
     no body: one sent is a mistake worth saying."""
     if request.get_data(cache=False):
         raise ValidationError({"_body": ["This route takes no body."]})
-    config = current_app.config["BOOKING"]
-    fingerprint = idempotency.fingerprint(request.method, request.path, {}) if key else None
-    params = (
-        hold_id,
-        auth.visible_owner(),
-        key,
-        fingerprint,
-        config.idempotency_ttl_seconds,
-        config.waitlist_offer_seconds,
-    )
-    return get_db().fetch_one(query, params)
+    return bookings.call_keyed(query, hold_id, auth.visible_owner(), key, {})
 
 
 @bp.post("/<id:hold_id>/confirm")

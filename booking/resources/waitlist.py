@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 from marshmallow import RAISE, Schema, fields, validate
 
 from booking.auth import policy as auth
@@ -94,18 +94,8 @@ NOT_FOUND = apidoc.error(
 @apidoc.body(join_schema)
 def join(data: dict[str, Any], key: str | None, event_id: int) -> Response:
     user_id = auth.acting_user_id(data.get("user_id"))
-    body = {"user_id": user_id}
-    fingerprint = idempotency.fingerprint(request.method, request.path, body) if key else None
-    config = current_app.config["BOOKING"]
-    params = (
-        event_id,
-        user_id,
-        key,
-        fingerprint,
-        config.idempotency_ttl_seconds,
-        config.waitlist_offer_seconds,
-    )
-    return bookings.answer(get_db().fetch_one(JOIN_WAITLIST, params), LOCATION)
+    outcome = bookings.call_keyed(JOIN_WAITLIST, event_id, user_id, key, {"user_id": user_id})
+    return bookings.answer(outcome, LOCATION)
 
 
 @bp.get("/<id:entry_id>")

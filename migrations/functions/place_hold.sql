@@ -2,7 +2,7 @@
 -- one call, one round trip, one transaction, the Idempotency-Key's outcome stored in it.
 CREATE OR REPLACE FUNCTION place_hold(
     p_event_id INT, p_user_id TEXT, p_key TEXT, p_fingerprint TEXT, p_ttl_seconds INT,
-    p_hold_seconds INT, p_offer_seconds INT, OUT status INT, OUT body JSON, OUT replayed BOOLEAN
+    p_offer_seconds INT, p_hold_seconds INT, OUT status INT, OUT body JSON, OUT replayed BOOLEAN
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_now TIMESTAMPTZ;
