@@ -45,7 +45,8 @@ USERS_HOLDING_TWO_SEATS = """
 """
 BOOKINGS_UNDER_TWO_KEYS = """
     SELECT body->>'booking_id', count(*) FROM idempotency_keys
-    WHERE status = 201 GROUP BY 1 HAVING count(*) > 1
+    WHERE status = 201 AND body->>'booking_id' IS NOT NULL  -- a booking, not a hold or entry
+    GROUP BY 1 HAVING count(*) > 1
 """
 ACTIVE = "SELECT id, event_id, user_id FROM bookings WHERE event_id = ANY(%(event_ids)s)"
 CANCELLED = "SELECT id FROM cancelled_bookings WHERE event_id = ANY(%(event_ids)s)"

@@ -1,11 +1,11 @@
 -- Turns a live hold into a booking in one transaction: the hold becomes 'confirmed' with
--- its booking_id, an offer's entry 'booked'. p_owner: whose hold it must be (NULL: anyone's).
+-- its booking_id, an offer's entry 'booked'. A confirm racing its hold's expiry is decided
+-- by the clock read after the lock (locked_hold), one way only.
 CREATE OR REPLACE FUNCTION confirm_hold(
     p_hold_id INT, p_owner TEXT, p_key TEXT, p_fingerprint TEXT, p_ttl_seconds INT,
     p_offer_seconds INT, OUT status INT, OUT body JSON, OUT replayed BOOLEAN
 ) LANGUAGE plpgsql AS $$
 DECLARE
-    v_event_id INT;
     hold holds;
     booked RECORD;
 BEGIN
@@ -14,28 +14,20 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT event_id INTO v_event_id FROM holds
-    WHERE id = p_hold_id AND (p_owner IS NULL OR user_id = p_owner);
-    IF NOT FOUND THEN
+    hold := (locked_hold(p_hold_id, p_owner, p_offer_seconds)).hold;
+    IF hold.id IS NULL THEN
         status := 404;
         body := json_build_object('error', 'hold_not_found');
+    ELSIF hold.status = 'held' THEN
+        INSERT INTO bookings (event_id, user_id) VALUES (hold.event_id, hold.user_id)
+        RETURNING id, created_at INTO booked;
+        UPDATE holds SET status = 'confirmed', booking_id = booked.id WHERE id = p_hold_id;
+        UPDATE waitlist_entries SET status = 'booked' WHERE hold_id = p_hold_id;
+        status := 201;
+        body := booking_json(booked.id, hold.event_id, hold.user_id, booked.created_at);
     ELSE
-        PERFORM lock_event(v_event_id);
-        -- Expires it first if its time has passed: confirm racing expiry is decided by the
-        -- clock read here, after the lock, and never both ways.
-        PERFORM settle_event(v_event_id, clock_timestamp(), p_offer_seconds);
-        SELECT * INTO hold FROM holds WHERE id = p_hold_id;
-        IF hold.status = 'held' THEN
-            INSERT INTO bookings (event_id, user_id) VALUES (hold.event_id, hold.user_id)
-            RETURNING id, created_at INTO booked;
-            UPDATE holds SET status = 'confirmed', booking_id = booked.id WHERE id = p_hold_id;
-            UPDATE waitlist_entries SET status = 'booked' WHERE hold_id = p_hold_id;
-            status := 201;
-            body := booking_json(booked.id, hold.event_id, hold.user_id, booked.created_at);
-        ELSE
-            status := 409;
-            body := hold_closed(hold);
-        END IF;
+        status := 409;
+        body := hold_closed(hold);
     END IF;
 
     IF p_key IS NOT NULL THEN

@@ -16,9 +16,7 @@ BEGIN
         RETURN;
     END IF;
 
-    PERFORM lock_event(p_event_id);
-    v_now := clock_timestamp();
-    PERFORM settle_event(p_event_id, v_now, p_offer_seconds);
+    v_now := lock_and_settle(p_event_id, p_offer_seconds);
     SELECT * INTO entry FROM waitlist_entries WHERE id = p_entry_id;
     IF entry.status NOT IN ('waiting', 'offered') THEN
         status := 409;

@@ -14,9 +14,7 @@ BEGIN
         RETURN;
     END IF;
 
-    PERFORM lock_event(p_event_id);
-    v_now := clock_timestamp();
-    PERFORM settle_event(p_event_id, v_now, p_offer_seconds);
+    v_now := lock_and_settle(p_event_id, p_offer_seconds);
     refusal := seat_refusal(p_event_id, p_user_id, v_now);
 
     IF refusal IS NULL THEN

@@ -18,9 +18,7 @@ BEGIN
 
     -- Each statement below takes a fresh snapshot, so it sees every change committed before
     -- the lock was granted; the time it decides at is taken after the lock, too.
-    PERFORM lock_event(p_event_id);
-    v_now := clock_timestamp();
-    PERFORM settle_event(p_event_id, v_now, p_offer_seconds);
+    v_now := lock_and_settle(p_event_id, p_offer_seconds);
     refusal := seat_refusal(p_event_id, p_user_id, v_now);
 
     IF refusal IS NULL THEN

@@ -11,9 +11,7 @@ DECLARE
     v_start TIMESTAMPTZ;
     v_end TIMESTAMPTZ;
 BEGIN
-    PERFORM lock_event(p_event_id);
-    v_now := clock_timestamp();
-    PERFORM settle_event(p_event_id, v_now, p_offer_seconds);
+    v_now := lock_and_settle(p_event_id, p_offer_seconds);
     SELECT e.total_seats, s.booked, s.held, s.sales_start, s.sales_end INTO event
     FROM events e JOIN event_seats s ON s.event_id = e.id
     WHERE e.id = p_event_id;
