@@ -264,5 +264,20 @@ def test_the_deployment_page_works_verbatim_on_a_fresh_debian_12(container, tmp_
     container.shell("systemctl start booking-purge.service")
     result = container.shell("systemctl show -p Result --value booking-purge.service")
     assert result.strip() == "success"
-    # A reload swaps the workers and the service answers again.
-    container.shell("systemctl reload booking && curl -fsS http://127.0.0.1:3000/ready")
+
+    # A reload keeps the master and replaces every worker, and the service is ready again.
+    def processes() -> tuple[str, set[str]]:
+        main = container.shell("systemctl show -p MainPID --value booking").strip()
+        workers = container.shell(f"cat /proc/{main}/task/{main}/children").split()
+        return main, set(workers)
+
+    main, workers = processes()
+    assert main != "0" and workers
+    container.shell("systemctl reload booking")
+
+    def replaced() -> bool:
+        new_main, new_workers = processes()
+        return new_main == main and bool(new_workers) and not new_workers & workers
+
+    wait_for(replaced, "the workers replaced by the reload")
+    container.shell("curl -fsS http://127.0.0.1:3000/ready")
