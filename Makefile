@@ -17,7 +17,7 @@ export FLASK_SKIP_DOTENV := 1
 INTERPRETER := $(shell $(PYTHON) -c 'import sys; print(sys.version.split()[0], sys.executable)' 2>/dev/null)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run dev migrate rollback seed purge test chaos lint format stop clean bench
+.PHONY: help install run dev migrate rollback seed purge test chaos sandbox lint format stop clean bench
 
 help: ## List the targets
 	@echo "Targets (settings come from the environment or .env; see .env.example):"
@@ -73,6 +73,9 @@ test: install ## Run the tests (real PostgreSQL, gunicorn, nginx, Redis where ne
 
 chaos: install ## The soak under faults and the database failover, a few minutes
 	$(BIN)/pytest -m chaos
+
+sandbox: install ## docs/deploy.md run as written in a fresh Debian 12 container (root), a few min
+	$(BIN)/pytest -m sandbox
 
 bench: install ## The service against its floor, nginx and pgbench, ~6 min (BENCH_ARGS=--quick: ~2)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
