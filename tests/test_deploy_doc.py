@@ -24,7 +24,9 @@ from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
-from support import ROOT, require_program, skip_or_fail, wait_for
+
+from harness import ROOT, skip_or_fail, wait_for
+from harness.servers import require_program
 
 pytestmark = pytest.mark.sandbox
 

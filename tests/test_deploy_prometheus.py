@@ -85,7 +85,7 @@ def test_prometheus_scrapes_gunicorn_and_evaluates_every_rule(prometheus):
     assert float(served["value"][1]) >= 1
     # Counted by a query at scrape time: the app reached PostgreSQL.
     assert query('idempotency_keys{job="booking"}')
-    assert query('booking_ratelimit_storage_up{job="booking"} == 1')
+    assert query('ratelimit_storage_up{job="booking"} == 1')
 
     def evaluated() -> list[dict]:
         groups = requests.get(f"{prometheus}/rules", timeout=10).json()["data"]["groups"]
@@ -98,7 +98,7 @@ def test_prometheus_scrapes_gunicorn_and_evaluates_every_rule(prometheus):
 
 
 def test_the_limiter_storage_gauge_follows_redis(start_gunicorn):
-    """booking_ratelimit_storage_up, which BookingRateLimitFailingOpen watches: 1 while the
+    """ratelimit_storage_up, which BookingRateLimitFailingOpen watches: 1 while the
     limiter's Redis answers, 0 once it is gone."""
     redis = start_redis()
     try:
@@ -108,7 +108,7 @@ def test_the_limiter_storage_gauge_follows_redis(start_gunicorn):
             text = requests.get(f"{app.url}/metrics", timeout=10).text
             (family,) = [
                 f for f in text_string_to_metric_families(text)
-                if f.name == "booking_ratelimit_storage_up"
+                if f.name == "ratelimit_storage_up"
             ]  # fmt: skip
             return family.samples[0].value
 

@@ -196,7 +196,7 @@ class RateLimitStorage:
         for limiter in current_app.extensions.get("limiter", ()):
             up = 1 if limiter.storage.check() else 0
             yield GaugeMetricFamily(
-                "booking_ratelimit_storage_up", "The rate-limit storage answers.", up
+                "ratelimit_storage_up", "The rate-limit storage answers.", up
             )
             return
 
