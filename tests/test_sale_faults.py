@@ -179,6 +179,7 @@ class Joiners(threading.Thread):
                 i += 1
 
 
+@pytest.mark.chaos  # a private PostgreSQL made, stopped and started: ~15 s with the others' ~20
 def test_postgres_restarted_while_offers_expire_passes_each_on_once(
     private_pg, fault_gunicorn, start_worker
 ):
