@@ -8,16 +8,34 @@ offered at most once (an offer made twice would leave a hold no entry points at)
 entry order.
 """
 
+import datetime
 import threading
 import uuid
 
 import psycopg2
 import pytest
 import requests
-from support import EVENTS, SERVICE_ENV, process_alive, wait_for
+from support import EVENTS, SERVICE_ENV, process_alive, report, wait_for
 
 HOLDS = "/api/holds"
 POLL = {"WORKER_POLL_SECONDS": "1"}
+
+
+@pytest.fixture
+def workers(private_pg, start_worker):
+    """Start workers on the private PostgreSQL, where no other test's worker settles
+    events with its own offer length; they stop with the test."""
+    started = []
+
+    def start(env: dict[str, str]):
+        worker = start_worker(env={"DATABASE_URL": private_pg.database_url, **env})
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
 
 # Counters equal to counts over the tables, and booked + live holds <= total_seats.
 COUNTERS = """
@@ -52,6 +70,16 @@ SELECT a.id, b.id FROM waitlist_entries a JOIN waitlist_entries b
 WHERE a.event_id = ANY(%s) AND b.hold_id IS NOT NULL
   AND (a.hold_id IS NULL AND a.status = 'waiting' OR a.hold_id > b.hold_id)
 """
+
+
+LAST_OFFER_EXPIRY = """
+SELECT max(h.expires_at) FROM holds h JOIN waitlist_entries w ON w.hold_id = h.id
+WHERE h.event_id = ANY(%s)
+"""
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def accounting(sql, event_ids: list[int]) -> list[str]:
@@ -112,20 +140,21 @@ def backends_waiting(sql, application_name: str) -> list[int]:
 
 @pytest.mark.parametrize("orphan", ["finishes", "terminated"])
 def test_worker_killed_mid_offer_and_restarted_offers_each_entry_once(
-    start_gunicorn, start_worker, database_url, make_event, sql, orphan
+    private_pg, fault_gunicorn, workers, orphan
 ):
     """The worker is blocked inside settle_due_event() on the next entry's row, after
     inserting the offer's hold; it is killed there. Its server backend either finishes the
     statement (nobody is left to read the answer) or is terminated; a new worker then
     serves the queue, and every entry is offered once, in order."""
     env = {"HOLD_SECONDS": "1", "WAITLIST_OFFER_SECONDS": "30", **POLL}
-    server = start_gunicorn(env=env, workers=2)
-    event_id = make_event(2)
+    server = fault_gunicorn(workers=2, **env)
+    (event_id,) = private_pg.make_events(2)
     entries = queue(server.url, event_id, holders=2, waiters=4)
-    blocker = psycopg2.connect(database_url)
+    sql = private_pg.sql
+    blocker = psycopg2.connect(private_pg.database_url)
     with blocker.cursor() as cur:  # the first entry's row, until this transaction ends
         cur.execute("SELECT 1 FROM waitlist_entries WHERE id = %s FOR UPDATE", (entries[0],))
-    worker = start_worker(env=env)
+    worker = workers(env)
     name = f"booking:{worker.proc.pid}"
     (backend,) = wait_for(lambda: backends_waiting(sql, name), "the worker to block mid-offer")
     ((query,),) = sql("SELECT query FROM pg_stat_activity WHERE pid = %s", (backend,))
@@ -135,9 +164,15 @@ def test_worker_killed_mid_offer_and_restarted_offers_each_entry_once(
         sql("SELECT pg_terminate_backend(%s)", (backend,))
     blocker.rollback()
     blocker.close()
-    start_worker(env=env)
+    workers(env)
     wait_for(lambda: offered(sql, event_id) == entries[:2], "the restarted worker's offers")
-    assert accounting(sql, [event_id]) == []
+    problems = accounting(sql, [event_id])
+    report(
+        f"sale-worker-sigkill-mid-offer-{orphan}",
+        faults_injected=1,
+        invariant_violations=len(problems),
+    )
+    assert problems == []
     statuses = sql(
         "SELECT status FROM waitlist_entries WHERE event_id = %s ORDER BY id", (event_id,)
     )
@@ -179,10 +214,12 @@ class Joiners(threading.Thread):
                 i += 1
 
 
-@pytest.mark.chaos  # a private PostgreSQL made, stopped and started: ~15 s with the others' ~20
 def test_postgres_restarted_while_offers_expire_passes_each_on_once(
-    private_pg, fault_gunicorn, start_worker
+    private_pg, fault_gunicorn, workers
 ):
+    """PostgreSQL is down while offers expire, and joins keep arriving with their keys:
+    after the restart each expired offer is passed on once, and every join is answered
+    once, as stored."""
     env = {"HOLD_SECONDS": "1", "WAITLIST_OFFER_SECONDS": "1"}
     server = fault_gunicorn(workers=2, **env)
     seats = (2, 2, 1)
@@ -190,13 +227,15 @@ def test_postgres_restarted_while_offers_expire_passes_each_on_once(
     entries = {
         e: queue(server.url, e, holders=n, waiters=5) for e, n in zip(event_ids, seats, strict=True)
     }
-    start_worker(env={"DATABASE_URL": private_pg.database_url, **SERVICE_ENV, **env, **POLL})
+    workers({**SERVICE_ENV, **env, **POLL})
     joiners = Joiners(server.url, event_ids)
     joiners.start()
     try:
         wait_for(lambda: any(offered(private_pg.sql, e) for e in event_ids), "the first offers")
+        ((last_expiry,),) = private_pg.sql(LAST_OFFER_EXPIRY, (event_ids,))
         private_pg.stop("fast")
         wait_for(lambda: joiners.failures > 0, "a request to fail during the outage")
+        wait_for(lambda: utcnow() > last_expiry, "the offers made to expire during the outage")
         private_pg.start()
         every = [e for ids in entries.values() for e in ids]
         wait_for(
@@ -208,7 +247,7 @@ def test_postgres_restarted_while_offers_expire_passes_each_on_once(
         joiners.stop.set()
         joiners.join(timeout=60)
     assert not joiners.is_alive()
-    assert accounting(private_pg.sql, event_ids) == []
+    problems = accounting(private_pg.sql, event_ids)
     stored = dict(
         private_pg.sql(
             "SELECT user_id, id FROM waitlist_entries WHERE user_id LIKE 'w-late%%'"
@@ -221,21 +260,41 @@ def test_postgres_restarted_while_offers_expire_passes_each_on_once(
         for user, (_, status, body) in joiners.answers.items()
         if status == 201
     }
+    (offers,) = private_pg.sql(
+        "SELECT count(*) FROM waitlist_entries WHERE hold_id IS NOT NULL AND event_id = ANY(%s)",
+        (event_ids,),
+    )[0]
+    report(
+        "sale-postgres-restart",
+        joins=len(joiners.answers),
+        failed_attempts_retried=joiners.failures,
+        offers=offers,
+        invariant_violations=len(problems),
+    )
+    assert problems == []
     assert stored == told and joiners.failures > 0
 
 
-def test_two_workers_over_many_events_never_offer_a_seat_twice(
-    start_gunicorn, start_worker, make_event, sql
-):
+def test_two_workers_over_many_events_never_offer_a_seat_twice(private_pg, fault_gunicorn, workers):
     env = {"HOLD_SECONDS": "1", "WAITLIST_OFFER_SECONDS": "1", **POLL}
-    server = start_gunicorn(env=env, workers=4)
-    event_ids = [make_event(1) for _ in range(20)]
+    server = fault_gunicorn(workers=4, **env)
+    event_ids = private_pg.make_events(*[1] * 20)
     entries = {e: queue(server.url, e, holders=1, waiters=3) for e in event_ids}
-    workers = [start_worker(env=env), start_worker(env=env)]
+    sql = private_pg.sql
+    both = [workers(env), workers(env)]
     wait_for(
         lambda: all(offered(sql, e) == ids for e, ids in entries.items()),
         "every entry's offer",
         timeout=60,
     )
-    assert all(process_alive(w.proc.pid) for w in workers)
-    assert accounting(sql, event_ids) == []
+    assert all(process_alive(w.proc.pid) for w in both)
+    problems = accounting(sql, event_ids)
+    settled_by = [w.log_path.read_text().count("event settled") for w in both]
+    report(
+        "sale-two-workers",
+        events=len(event_ids),
+        offers=sum(map(len, entries.values())),
+        passes_that_settled=settled_by,
+        invariant_violations=len(problems),
+    )
+    assert problems == []

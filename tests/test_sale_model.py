@@ -16,6 +16,7 @@ of the event.
 import copy
 import datetime
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,7 +32,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from support import ADMIN, CANCEL, EVENTS, RESERVE, wait_for
+from support import ADMIN, CANCEL, EVENTS, RESERVE, report, wait_for
 
 HOLDS = "/api/holds"
 HOLD_SECONDS = 1
@@ -326,12 +327,16 @@ class Sale:
 
 class SaleMachine(RuleBasedStateMachine):
     url: str = ""
+    # Over the whole run: the answers by status, and the requests decided near an expiry.
+    statuses: Counter = Counter()
+    uncertain = 0
+    examples = 0
 
     def __init__(self) -> None:
         super().__init__()
         self.http = requests.Session()
         self.model = Sale()
-        self.resyncs = 0
+        SaleMachine.examples += 1
 
     def teardown(self) -> None:
         self.http.close()
@@ -390,10 +395,11 @@ class SaleMachine(RuleBasedStateMachine):
         else:
             raise AssertionError("; ".join(problems))
         if len(times) > 1:
-            self.resyncs += 1
+            SaleMachine.uncertain += 1
             for event_id in event_ids:
                 self.resync(event_id)
         self.learn_offers(sent, received)
+        SaleMachine.statuses[response.status_code] += 1
         return response
 
     def resync(self, event_id: int) -> None:
@@ -657,4 +663,11 @@ def test_the_sale_keeps_to_its_model(sale):
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
+    )
+    report(
+        "sale-model",
+        examples=SaleMachine.examples,
+        requests=sum(SaleMachine.statuses.values()),
+        statuses=dict(sorted(SaleMachine.statuses.items())),
+        decided_near_an_expiry=SaleMachine.uncertain,
     )
