@@ -34,6 +34,8 @@ from hypothesis.stateful import (
 )
 from support import ADMIN, CANCEL, EVENTS, RESERVE, report, wait_for
 
+from booking.db import create_database, drop_database
+
 HOLDS = "/api/holds"
 HOLD_SECONDS = 1
 OFFER_SECONDS = 2
@@ -648,9 +650,19 @@ class SaleMachine(RuleBasedStateMachine):
 
 
 @pytest.fixture(scope="module")
-def sale(start_gunicorn):
-    env = {"HOLD_SECONDS": str(HOLD_SECONDS), "WAITLIST_OFFER_SECONDS": str(OFFER_SECONDS)}
-    return start_gunicorn(env=env, workers=4)
+def sale(server_url, start_gunicorn):
+    """On a database of its own: another test's worker would offer the seats freed by time
+    here, with its own offer length."""
+    database_url = create_database(server_url, "booking_model")
+    env = {
+        "DATABASE_URL": database_url,
+        "HOLD_SECONDS": str(HOLD_SECONDS),
+        "WAITLIST_OFFER_SECONDS": str(OFFER_SECONDS),
+    }
+    server = start_gunicorn(env=env, workers=4)
+    yield server
+    server.stop()
+    drop_database(server_url, database_url)
 
 
 def test_the_sale_keeps_to_its_model(sale):
