@@ -17,7 +17,7 @@ export FLASK_SKIP_DOTENV := 1
 INTERPRETER := $(shell $(PYTHON) -c 'import sys; print(sys.version.split()[0], sys.executable)' 2>/dev/null)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run dev migrate rollback seed purge test chaos sandbox lint format stop clean bench
+.PHONY: help install run dev migrate rollback seed purge test chaos sandbox model lint format stop clean bench
 
 help: ## List the targets
 	@echo "Targets (settings come from the environment or .env; see .env.example):"
@@ -76,6 +76,9 @@ chaos: install ## The soak under faults and the database failover, a few minutes
 
 sandbox: install ## docs/deploy.md run as written in a fresh Debian 12 container (root), a few min
 	$(BIN)/pytest -m sandbox
+
+model: install ## The sale against its model, longer: SALE_MODEL_EXAMPLES (default 200) runs
+	SALE_MODEL_EXAMPLES=$${SALE_MODEL_EXAMPLES:-200} $(BIN)/pytest tests/test_sale_model.py
 
 bench: install ## The service against its floor, nginx and pgbench, ~6 min (BENCH_ARGS=--quick: ~2)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

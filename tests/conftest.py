@@ -115,9 +115,10 @@ def start_gunicorn(database_url: str, tmp_path_factory) -> Iterator[Callable[...
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def start_worker(database_url: str, tmp_path_factory) -> Iterator[Callable[..., Worker]]:
-    """Start worker processes against the test database; all are stopped at the end."""
+    """Start worker processes against the test database; they stop with the test, so that
+    none settles other tests' events with its own offer length."""
     workers: list[Worker] = []
 
     def start(env: dict[str, str] | None = None) -> Worker:

@@ -195,9 +195,7 @@ class RateLimitStorage:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         for limiter in current_app.extensions.get("limiter", ()):
             up = 1 if limiter.storage.check() else 0
-            yield GaugeMetricFamily(
-                "ratelimit_storage_up", "The rate-limit storage answers.", up
-            )
+            yield GaugeMetricFamily("ratelimit_storage_up", "The rate-limit storage answers.", up)
             return
 
 
