@@ -75,6 +75,7 @@ def test_with_callers_authenticated_the_spec_says_so(auth_server, live_auth_sche
     assert secured == {
         ("POST", RESERVE),
         ("POST", CANCEL),
+        ("GET", "/api/bookings"),
         ("GET", "/api/bookings/{booking_id}"),
         ("POST", "/api/holds"),
         ("GET", "/api/holds/{hold_id}"),
@@ -95,11 +96,13 @@ def test_every_route_of_the_contract_is_described():
     assert described == {
         ("POST", RESERVE),
         ("POST", CANCEL),
+        ("GET", "/api/bookings"),
         ("GET", "/api/bookings/{booking_id}"),
         ("GET", EVENTS),
         ("POST", EVENTS),
         ("GET", "/api/events/{event_id}"),
         ("GET", "/api/events/{event_id}/availability"),
+        ("GET", "/api/events/{event_id}/bookings"),
         ("PATCH", "/api/events/{event_id}"),
         ("POST", "/api/holds"),
         ("GET", "/api/holds/{hold_id}"),
