@@ -4,13 +4,14 @@ import csv
 import dataclasses
 import io
 import re
+import socket
 import time
 from pathlib import Path
 
 import pytest
 import requests
 from jwks import AUDIENCE, ISSUER, bearer
-from support import ADMIN, BOOKINGS, CANCEL, EVENTS, RESERVE, report
+from support import ADMIN, BOOKINGS, CANCEL, EVENTS, RESERVE, report, wait_for
 
 from booking import create_app
 from booking.db import Database
@@ -396,6 +397,37 @@ def test_the_csv_of_100k_bookings_streams_in_bounded_memory(start_gunicorn, make
         peak_rss_growth_kb=growth,
     )
     assert growth < MAX_PEAK_GROWTH_KB, f"peak RSS grew by {growth} kB"
+
+
+def test_a_client_gone_mid_export_leaves_no_transaction_open(start_gunicorn, big_event, sql):
+    """Behind no proxy the worker writes into the socket until the client stops reading;
+    closing the connection then must roll the export's transaction back."""
+    event_id, _ = big_event
+    server = start_gunicorn(workers=1)
+    (worker,) = server.worker_pids()
+    url = f"{server.url}{EVENTS}/{event_id}/bookings"
+
+    def state() -> str | None:
+        rows = sql(
+            "SELECT state FROM pg_stat_activity WHERE application_name = %s",
+            (f"booking:{worker}",),
+        )
+        return rows[0][0] if rows else None
+
+    # A receive buffer of 4 KiB: the worker soon blocks writing, mid-stream.
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", server.port))
+        path = f"{EVENTS}/{event_id}/bookings"
+        client.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/csv\r\n"
+            f"Authorization: {ADMIN['Authorization']}\r\n\r\n".encode()
+        )
+        assert client.recv(1024).startswith(b"HTTP/1.1 200 OK")
+        wait_for(lambda: state() == "idle in transaction", "the export to be mid-stream")
+    wait_for(lambda: state() == "idle", "the export's transaction to end")
+    # The worker serves on, in autocommit again.
+    assert requests.get(url, headers=ADMIN, timeout=30).json()["next_after"] is not None
 
 
 # The stream in the database layer.

@@ -19,7 +19,7 @@ import re
 import select
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -122,7 +122,7 @@ class Database:
         with self._bounded(), self._connection().cursor() as cur:
             yield cur
 
-    def stream(self, query: str, params: Any, batch_rows: int) -> Iterator[list[tuple]]:
+    def stream(self, query: str, params: Any, batch_rows: int) -> Generator[list[tuple]]:
         """The rows of a read of any length, batch_rows at a time, from a server-side
         cursor: the worker holds one batch, however many rows there are.
 

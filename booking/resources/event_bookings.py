@@ -3,7 +3,7 @@
 import csv
 import io
 import itertools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from flask import Blueprint, Response, request
 
@@ -54,17 +54,21 @@ def neutralised(user_id: str) -> str:
     return "'" + user_id if user_id.startswith(FORMULA_STARTS) else user_id
 
 
-def csv_chunks(first: list[tuple], rest: Iterator[list[tuple]]) -> Iterator[bytes]:
-    """The header and one chunk per batch, RFC 4180 (quoted where needed, CRLF)."""
+def csv_chunks(first: list[tuple], rest: Generator[list[tuple]]) -> Iterator[bytes]:
+    """The header and one chunk per batch, RFC 4180 (quoted where needed, CRLF). Closed
+    early (the client went away), it closes the stream, which ends its transaction."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
-    for batch in itertools.chain([first], rest):
-        writer.writerows((booking_id, neutralised(user), at) for booking_id, user, at in batch)
-        if buffer.tell():
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
+    try:
+        for batch in itertools.chain([first], rest):
+            writer.writerows((booking_id, neutralised(user), at) for booking_id, user, at in batch)
+            if buffer.tell():
+                yield buffer.getvalue().encode()
+                buffer.seek(0)
+                buffer.truncate()
+    finally:
+        rest.close()
 
 
 def export(event_id: int) -> Response:
