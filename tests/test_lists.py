@@ -426,6 +426,10 @@ def test_a_client_gone_mid_export_leaves_no_transaction_open(start_gunicorn, big
         assert client.recv(1024).startswith(b"HTTP/1.1 200 OK")
         wait_for(lambda: state() == "idle in transaction", "the export to be mid-stream")
     wait_for(lambda: state() == "idle", "the export's transaction to end")
+    # A HEAD reads the first batch and sends no body: its transaction ends too.
+    head = requests.head(url, headers=CSV_ACCEPT, timeout=30)
+    assert (head.status_code, head.content) == (200, b"")
+    wait_for(lambda: state() == "idle", "the HEAD's transaction to end")
     # The worker serves on, in autocommit again.
     assert requests.get(url, headers=ADMIN, timeout=30).json()["next_after"] is not None
 

@@ -3,7 +3,7 @@
 import csv
 import io
 import itertools
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, request
 
@@ -38,7 +38,7 @@ ORDER BY id
 
 CSV = "text/csv"
 CSV_HEADER = ("booking_id", "user_id", "created_at")
-# Rows per FETCH, and so per chunk of the response: about 100 KB.
+# Rows per FETCH, and so per chunk of the response: 86 KB for short user ids.
 EXPORT_BATCH_ROWS = 2000
 # A spreadsheet reads a cell that starts with one of these as a formula (OWASP's CSV
 # injection): the user id is written with a ' in front, which shows it as text.
@@ -54,21 +54,17 @@ def neutralised(user_id: str) -> str:
     return "'" + user_id if user_id.startswith(FORMULA_STARTS) else user_id
 
 
-def csv_chunks(first: list[tuple], rest: Generator[list[tuple]]) -> Iterator[bytes]:
-    """The header and one chunk per batch, RFC 4180 (quoted where needed, CRLF). Closed
-    early (the client went away), it closes the stream, which ends its transaction."""
+def csv_chunks(batches: Iterator[list[tuple]]) -> Iterator[bytes]:
+    """The header and one chunk per batch, RFC 4180 (quoted where needed, CRLF)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
-    try:
-        for batch in itertools.chain([first], rest):
-            writer.writerows((booking_id, neutralised(user), at) for booking_id, user, at in batch)
-            if buffer.tell():
-                yield buffer.getvalue().encode()
-                buffer.seek(0)
-                buffer.truncate()
-    finally:
-        rest.close()
+    for batch in batches:
+        writer.writerows((booking_id, neutralised(user), at) for booking_id, user, at in batch)
+        if buffer.tell():
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
 
 
 def export(event_id: int) -> Response:
@@ -87,7 +83,11 @@ def export(event_id: int) -> Response:
     except BaseException:
         batches.close()  # the stream's transaction ends here, not when collected
         raise
-    response = Response(csv_chunks(first, batches), content_type=f"{CSV}; charset=utf-8")
+    chunks = csv_chunks(itertools.chain([first], batches))
+    response = Response(chunks, content_type=f"{CSV}; charset=utf-8")
+    # The server closes the response when it is sent, the client went away or it was a
+    # HEAD: the stream's transaction ends then.
+    response.call_on_close(batches.close)
     response.headers["Content-Disposition"] = (
         f'attachment; filename="event-{event_id}-bookings.csv"'
     )
