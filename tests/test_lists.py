@@ -49,7 +49,7 @@ def all_pages(client, path: str, limit: int, **query: str) -> list[list[dict]]:
 
 
 def insert_bookings(sql, event_id: int, user_ids: list[str]) -> None:
-    """Plain SQL, as a tool may write; the seat counter kept equal to the rows."""
+    """Plain SQL, as a tool may write (the trigger keeps the seat counter)."""
     for user_id in user_ids:
         sql("INSERT INTO bookings (event_id, user_id) VALUES (%s, %s)", (event_id, user_id))
 
