@@ -11,7 +11,7 @@ from booking.db import Database, database_url
 from booking.http import limits, openapi, routing
 from booking.http.errors import register_error_handlers
 from booking.ops import cli, logs, metrics
-from booking.resources import bookings, events, health, holds, waitlist
+from booking.resources import bookings, event_bookings, events, health, holds, waitlist
 
 
 class BookingApp(Flask):
@@ -61,6 +61,7 @@ def create_app(config: Config | None = None) -> Flask:
     health.RESOURCE.register(app)
     bookings.RESOURCE.register(app)
     events.RESOURCE.register(app)
+    event_bookings.RESOURCE.register(app)
     holds.RESOURCE.register(app)
     waitlist.RESOURCE.register(app)
     metrics.init_app(app)

@@ -28,6 +28,22 @@ def tables(url: str) -> set[str]:
     return names - {name for name in names if name.startswith("_yoyo") or name.startswith("yoyo")}
 
 
+# The indexes 0006 adds for the lists.
+LIST_INDEXES = {"bookings_user_id", "cancelled_bookings_user_id", "bookings_event_id"}
+
+
+def indexes(url: str) -> set[str]:
+    """Those of LIST_INDEXES present."""
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexname = ANY(%s)", (list(LIST_INDEXES),)
+        )
+        names = {row[0] for row in cur.fetchall()}
+    conn.close()
+    return names
+
+
 def invoke(url: str, *args: str, admin_token: str | None = None):
     app = create_app(Config(database_url=url, admin_token=admin_token))
     result = app.test_cli_runner().invoke(args=list(args))
@@ -66,6 +82,9 @@ def test_rollback_undoes_each_migration_and_migrate_restores(fresh_database):
     booking_path = {"lock_event", "booking_json", "reserve_seat", "cancel_seat"}
     assert tables(fresh_database) == full
     assert functions(fresh_database) == booking_path
+    assert indexes(fresh_database) == LIST_INDEXES
+    assert rollback_migrations(fresh_database, 1) == ["0006.booking-lists"]
+    assert indexes(fresh_database) == set()
     assert rollback_migrations(fresh_database, 1) == ["0005.sale"]
     assert tables(fresh_database) == before_sale
     assert rollback_migrations(fresh_database, 1) == ["0004.event-lock-and-booking-json"]
@@ -74,8 +93,9 @@ def test_rollback_undoes_each_migration_and_migrate_restores(fresh_database):
     assert tables(fresh_database) == before_sale - {"cancelled_bookings"}
     rollback_migrations(fresh_database, 2)
     assert tables(fresh_database) == set()
-    assert apply_migrations(fresh_database) == 5
+    assert apply_migrations(fresh_database) == 6
     assert tables(fresh_database) == full
+    assert indexes(fresh_database) == LIST_INDEXES
     assert functions(fresh_database) == booking_path
     status, body = reserve(fresh_database, 1, "a")
     assert (status, set(body)) == (201, {"booking_id", "event_id", "user_id", "created_at"})

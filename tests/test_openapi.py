@@ -1,5 +1,7 @@
 """The OpenAPI description: complete, valid, and every live response keeps to it."""
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 import requests
 import schemathesis
@@ -75,6 +77,7 @@ def test_with_callers_authenticated_the_spec_says_so(auth_server, live_auth_sche
     assert secured == {
         ("POST", RESERVE),
         ("POST", CANCEL),
+        ("GET", "/api/bookings"),
         ("GET", "/api/bookings/{booking_id}"),
         ("POST", "/api/holds"),
         ("GET", "/api/holds/{hold_id}"),
@@ -95,11 +98,13 @@ def test_every_route_of_the_contract_is_described():
     assert described == {
         ("POST", RESERVE),
         ("POST", CANCEL),
+        ("GET", "/api/bookings"),
         ("GET", "/api/bookings/{booking_id}"),
         ("GET", EVENTS),
         ("POST", EVENTS),
         ("GET", "/api/events/{event_id}"),
         ("GET", "/api/events/{event_id}/availability"),
+        ("GET", "/api/events/{event_id}/bookings"),
         ("PATCH", "/api/events/{event_id}"),
         ("POST", "/api/holds"),
         ("GET", "/api/holds/{hold_id}"),
@@ -162,8 +167,12 @@ def fuzz(operation, mode: GenerationMode, headers: dict[str, str]) -> None:
         # gunicorn refuses an over-long request line (414) or header (431) before the app:
         # a refusal, though not one of the codes schemathesis counts as one.
         too_large = response.status_code in (414, 431)
+        # A query parameter whose value cannot be written in a URL (a list of objects) is
+        # left out of the request: what went out may be valid input.
+        sent = parse_qs(urlsplit(response.request.url).query, keep_blank_values=True)
+        dropped = bool(case.query) and not set(case.query) <= set(sent)
         excluded = [positive_data_acceptance] if reused else []
-        excluded += [negative_data_rejection] if too_large else []
+        excluded += [negative_data_rejection] if too_large or dropped else []
         case.validate_response(response, headers=headers, excluded_checks=excluded)
 
     check()

@@ -18,7 +18,8 @@ import os
 import re
 import select
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -94,15 +95,13 @@ class Database:
                 metrics.DB_CONNECTIONS.dec()
 
     @contextmanager
-    def cursor(self) -> Iterator[psycopg2.extensions.cursor]:
-        """A cursor on this worker's connection, the statement deadline running; any
-        failure of the connection becomes DatabaseUnavailable."""
+    def _bounded(self) -> Iterator[None]:
+        """The statement deadline running; any failure of the connection becomes
+        DatabaseUnavailable."""
         try:
-            conn = self._connection()
             deadline = _deadline.set(time.monotonic() + self.statement_deadline_s)
             try:
-                with conn.cursor() as cur:
-                    yield cur
+                yield
             finally:
                 _deadline.reset(deadline)
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
@@ -113,6 +112,52 @@ class Database:
             metrics.DB_ERRORS.inc()
             self.close()
             raise DatabaseUnavailable(str(exc)) from exc
+
+    @contextmanager
+    def cursor(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor on this worker's connection, the statement deadline running."""
+        with self._bounded(), self._connection().cursor() as cur:
+            yield cur
+
+    def stream(self, query: str, params: Any, batch_rows: int) -> Generator[list[tuple]]:
+        """The rows of a read of any length, batch_rows at a time, from a server-side
+        cursor: the worker holds one batch, however many rows there are.
+
+        The cursor lives in a transaction of its own (the connection leaves autocommit
+        until the stream ends). Each FETCH is a statement of its own, so the statement
+        timeout and the deadline bound every batch but not the whole read, which lasts as
+        long as its client keeps reading. Call next() at once: the first batch (perhaps
+        empty) comes then, so a failure to start is still an error response, and only a
+        started generator is cleaned up when closed.
+        """
+        with self._bounded():
+            conn = self._connection()
+            conn.autocommit = False
+        try:
+            with self._bounded():
+                with conn.cursor() as cur:
+                    cur.execute(self.timeout_prefix)
+                rows = conn.cursor(f"stream_{uuid.uuid4().hex}")
+                rows.execute(query, params)
+            while True:
+                with self._bounded():
+                    batch = rows.fetchmany(batch_rows)
+                yield batch
+                if len(batch) < batch_rows:
+                    return
+        finally:
+            self._end_stream(conn)
+
+    def _end_stream(self, conn: psycopg2.extensions.connection) -> None:
+        """Roll the stream's transaction back (it only read) and return to autocommit."""
+        if conn is not self._conn:  # closed after a failure: the server ended it
+            return
+        try:
+            with self._bounded():
+                conn.rollback()
+                conn.autocommit = True
+        except DatabaseUnavailable:
+            pass  # the connection is closed; the next request opens another
 
     def fetch_one(self, query: str, params: Any = None) -> dict | None:
         with self.cursor() as cur:

@@ -103,7 +103,7 @@ class Operation:
     cacheable: bool = False
     parameters: list = field(default_factory=list)
     body: SchemaFor | None = None
-    takes_query: bool = False
+    query: SchemaFor | None = None
     security: list[Security] = field(default_factory=list)
     responses: dict[str, dict] = field(default_factory=dict)
 
@@ -115,7 +115,7 @@ class Operation:
         shared = {}
         if self.body:
             shared["413"] = TOO_LARGE
-        if self.body or self.takes_query:
+        if self.body or self.query:
             shared["422"] = INVALID
         if self.database:
             shared["503"] = DB_UNAVAILABLE
@@ -126,6 +126,9 @@ class Operation:
         refusals = {status: answer for s in securities for status, answer in s.responses.items()}
         responses = {**shared, **refusals, **self.responses}
         parameters = list(self.parameters)
+        if self.query:
+            query = self.query if isinstance(self.query, Schema) else self.query(config)
+            parameters.append({"in": "query", "schema": query})
         if self.replayed:
             parameters.insert(0, "IdempotencyKey")  # a component, by name
             replayed = {str(status) for status in self.replayed}
@@ -200,18 +203,19 @@ def body(schema: SchemaFor) -> Callable[[F], F]:
     return decorator
 
 
-def query(schema: Schema) -> Callable[[F], F]:
+def query(schema: SchemaFor) -> Callable[[F], F]:
     """The view gets the query string loaded with this schema as its first argument.
     Adds the shared 422."""
 
     def decorator(view: F) -> F:
+        fixed = schema if isinstance(schema, Schema) else None
+
         @functools.wraps(view)
         def loading(*args: Any, **kwargs: Any) -> Any:
-            return view(schema.load(request.args.to_dict()), *args, **kwargs)
+            loader = fixed or schema(current_app.config["BOOKING"])  # type: ignore[operator]
+            return view(loader.load(request.args.to_dict()), *args, **kwargs)
 
-        operation = operation_for(loading)
-        operation.parameters.append({"in": "query", "schema": schema})
-        operation.takes_query = True
+        operation_for(loading).query = schema
         return loading  # type: ignore[return-value]
 
     return decorator
@@ -282,6 +286,16 @@ def response(
         return dumping  # type: ignore[return-value]
 
     return decorator
+
+
+def alternative(status: int, media_type: str, content: dict) -> Callable[[F], F]:
+    """The `status` response is also sent as `media_type`, for a client that asks for it
+    (Accept). Written above the @response it adds to."""
+
+    def record(operation: Operation) -> None:
+        operation.responses[str(status)]["content"][media_type] = content
+
+    return _recording(record)
 
 
 def other_responses(responses: dict[int, dict]) -> Callable[[F], F]:

@@ -113,6 +113,16 @@ def user_id_field() -> fields.String:
     )
 
 
+class PageQuerySchema(Schema):
+    """A page of a list in id order: the ids after `after`, at most `limit` of them."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
+
+
 # Response bodies. The views build their JSON themselves; these schemas describe it in
 # /openapi.json, and the schemathesis tests hold every live response to them.
 

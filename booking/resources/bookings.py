@@ -14,6 +14,7 @@ from booking.http.errors import ApiError
 from booking.http.schemas import (
     MAX_INT,
     Id,
+    PageQuerySchema,
     ResponseSchema,
     StrictInteger,
     Timestamp,
@@ -40,6 +41,25 @@ SELECT booking_json(id, event_id, user_id, created_at)
        || jsonb_build_object('status', 'cancelled',
                              'cancelled_at', utc_timestamp_text(cancelled_at)) AS booking
 FROM cancelled_bookings WHERE id = %(id)s AND (%(owner)s::text IS NULL OR user_id = %(owner)s)
+"""
+
+# A user's bookings in id order, both tables read from `after` through their (user_id, id)
+# index, each as the lookup answers it; limit + 1 rows tell whether another page exists.
+LIST_USER_BOOKINGS_AFTER = """
+SELECT booking_json(id, event_id, user_id, created_at)
+       || jsonb_build_object('status', status,
+                             'cancelled_at', utc_timestamp_text(cancelled_at)) AS booking
+FROM (
+    (SELECT id, event_id, user_id, created_at, 'active' AS status,
+            NULL::timestamptz AS cancelled_at
+     FROM bookings WHERE user_id = %(user_id)s AND id > %(after)s ORDER BY id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, event_id, user_id, created_at, 'cancelled', cancelled_at
+     FROM cancelled_bookings WHERE user_id = %(user_id)s AND id > %(after)s
+     ORDER BY id LIMIT %(limit)s)
+) both_tables
+ORDER BY id
+LIMIT %(limit)s
 """
 
 # Plain columns, no booking_json(): the export must work after 0004 is rolled back.
@@ -75,6 +95,19 @@ def booking_request_schema(config: Config) -> BookingRequestSchema:
     return BOOKING_REQUEST_OF_CALLER if config.auth_enabled else BOOKING_REQUEST
 
 
+class BookingListQuerySchema(PageQuerySchema):
+    user_id = user_id_field()
+
+
+# user_id is optional when callers are authenticated, as in a booking request.
+BOOKING_LIST_QUERY = BookingListQuerySchema()
+BOOKING_LIST_QUERY_OF_CALLER = BookingListQuerySchema(partial=("user_id",))
+
+
+def booking_list_query_schema(config: Config) -> BookingListQuerySchema:
+    return BOOKING_LIST_QUERY_OF_CALLER if config.auth_enabled else BOOKING_LIST_QUERY
+
+
 class BookingSchema(ResponseSchema):
     booking_id = Id(example=42)
     event_id = Id(example=1)
@@ -89,6 +122,18 @@ class CancelledBookingSchema(BookingSchema):
 class BookingStatusSchema(BookingSchema):
     status = fields.String(required=True, validate=validate.OneOf(["active", "cancelled"]))
     cancelled_at = Timestamp(allow_none=True)
+
+
+class BookingListSchema(ResponseSchema):
+    bookings = fields.List(fields.Nested(BookingStatusSchema), required=True)
+    next_after = fields.Integer(required=True, allow_none=True)
+
+
+def page(rows: list[dict], limit: int) -> dict:
+    """The first `limit` bookings of limit + 1 rows; next_after only when more exist."""
+    found = [row["booking"] for row in rows[:limit]]
+    next_after = found[-1]["booking_id"] if len(rows) > limit else None
+    return {"bookings": found, "next_after": next_after}
 
 
 # A confirmed hold is a booking made too (booking.resources.holds counts it here).
@@ -202,6 +247,23 @@ def reserve(data: dict[str, Any], key: str | None) -> Response:
 @apidoc.body(booking_request_schema)
 def cancel(data: dict[str, Any], key: str | None) -> Response:
     return _change_seat("cancel", CANCEL_SEAT, data, key)
+
+
+@bp.get("")
+@apidoc.doc(
+    "A user's bookings, active and cancelled, in id order (keyset pagination)", tag="bookings"
+)
+@apidoc.response(200, "One page; `next_after` is null on the last.", BookingListSchema)
+@auth.caller_required(names_user=True)
+@apidoc.query(booking_list_query_schema)
+def index(query: dict[str, Any]) -> dict:
+    """Under authentication a caller lists its own; a trusted backend names anyone."""
+    params = {
+        "user_id": auth.acting_user_id(query.get("user_id")),
+        "after": query["after"],
+        "limit": query["limit"] + 1,
+    }
+    return page(get_db().fetch_all(LIST_USER_BOOKINGS_AFTER, params), query["limit"])
 
 
 @bp.get("/<id:booking_id>")

@@ -12,10 +12,10 @@ from booking.db import Database, get_db
 from booking.http import apidoc
 from booking.http.errors import ApiError
 from booking.http.schemas import (
-    MAX_INT,
     Count,
     EventName,
     Id,
+    PageQuerySchema,
     ResponseSchema,
     StrictInteger,
     Timestamp,
@@ -108,14 +108,6 @@ class EventUpdateSchema(Schema):
 EVENT_UPDATE = EventUpdateSchema()
 
 
-class EventListQuerySchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
-
-
 class AvailabilitySchema(ResponseSchema):
     event_id = Id(example=1)
     total_seats = Count(example=100)
@@ -165,7 +157,7 @@ def create_event(
 @apidoc.doc("List events in id order (keyset pagination)", tag="events")
 @apidoc.cacheable
 @apidoc.response(200, "One page; `next_after` is null on the last.", EventListSchema)
-@apidoc.query(EventListQuerySchema())
+@apidoc.query(PageQuerySchema())
 def index(query: dict) -> dict:
     return list_events(get_db(), query["after"], query["limit"])
 

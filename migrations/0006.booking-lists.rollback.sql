@@ -1,0 +1,3 @@
+DROP INDEX bookings_event_id;
+DROP INDEX cancelled_bookings_user_id;
+DROP INDEX bookings_user_id;
