@@ -8,10 +8,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from booking.auth import policy as auth
 from booking.config import Config
 from booking.db import Database, database_url
-from booking.http import limits, openapi, routing
+from booking.http import limits, routing
 from booking.http.errors import register_error_handlers
 from booking.ops import cli, logs, metrics
-from booking.resources import bookings, event_bookings, events, health, holds, waitlist
+from booking.resources import bookings, docs, event_bookings, events, health, holds, waitlist
 
 
 class BookingApp(Flask):
@@ -65,6 +65,6 @@ def create_app(config: Config | None = None) -> Flask:
     holds.RESOURCE.register(app)
     waitlist.RESOURCE.register(app)
     metrics.init_app(app)
-    app.register_blueprint(openapi.bp)
+    docs.RESOURCE.register(app)
     cli.register_commands(app)
     return app
