@@ -6,6 +6,7 @@ CREATE OR REPLACE FUNCTION confirm_hold(
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_event_id INT;
+    v_now TIMESTAMPTZ;
     hold holds;
     booked RECORD;
 BEGIN
@@ -23,15 +24,19 @@ BEGIN
         PERFORM lock_event(v_event_id);
         -- Expires it first if its time has passed: confirm racing expiry is decided by the
         -- clock read here, after the lock, and never both ways.
-        PERFORM settle_event(v_event_id, clock_timestamp(), p_offer_seconds);
+        v_now := clock_timestamp();
+        PERFORM settle_event(v_event_id, v_now, p_offer_seconds);
         SELECT * INTO hold FROM holds WHERE id = p_hold_id;
         IF hold.status = 'held' THEN
             INSERT INTO bookings (event_id, user_id) VALUES (hold.event_id, hold.user_id)
             RETURNING id, created_at INTO booked;
-            UPDATE holds SET status = 'confirmed', booking_id = booked.id WHERE id = p_hold_id;
+            UPDATE holds SET status = 'confirmed', booking_id = booked.id WHERE id = p_hold_id
+            RETURNING * INTO hold;
             UPDATE waitlist_entries SET status = 'booked' WHERE hold_id = p_hold_id;
             status := 201;
             body := booking_json(booked.id, hold.event_id, hold.user_id, booked.created_at);
+            PERFORM emit_webhook('hold.confirmed', hold_json(hold, v_now));
+            PERFORM emit_webhook('booking.created', body::jsonb);
         ELSE
             status := 409;
             body := hold_closed(hold);

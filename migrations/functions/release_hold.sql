@@ -31,6 +31,7 @@ BEGIN
             PERFORM settle_event(v_event_id, v_now, p_offer_seconds);
             status := 200;
             body := hold_json(hold, v_now);
+            PERFORM emit_webhook('hold.released', body::jsonb);
         ELSE
             status := 409;
             body := hold_closed(hold);

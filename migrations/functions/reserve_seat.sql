@@ -28,6 +28,8 @@ BEGIN
         RETURNING id, created_at INTO booked;
         status := 201;
         body := booking_json(booked.id, p_event_id, p_user_id, booked.created_at);
+        PERFORM emit_webhook('booking.created', body::jsonb);
+        PERFORM announce_sold_out(p_event_id, v_now);
     ELSE
         status := refusal_status(refusal);
         body := json_build_object('error', refusal);
