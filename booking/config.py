@@ -94,6 +94,12 @@ class Config:
     waitlist_offer_seconds: int = 3600
     # How often the worker looks for holds and offers that expired with no request about.
     worker_poll_seconds: int = 1
+    # Webhook URLs may point at loopback and private addresses (tests, internal receivers).
+    webhook_allow_private: bool = False
+    # Delays between delivery attempts of a webhook message, comma-separated seconds.
+    webhook_retry_seconds: str = "5,30,60,300,1200,3600,14400,21600,43200,43200,86400"
+    # How long a receiver may take to answer before the attempt counts as failed.
+    webhook_timeout_seconds: int = 10
     db_statement_timeout_ms: int = 5000
     db_connect_timeout_s: int = 3
     data_dir: str = ".data"
@@ -120,10 +126,24 @@ class Config:
         if self.database_url is not None:
             check_database_url(self.database_url)
         check_auth(self.auth_jwks_url, self.auth_issuer, self.auth_audience)
+        self.webhook_retry_delays  # noqa: B018 - a ConfigError now, not in the worker later
+        if self.webhook_timeout_seconds < 1:
+            raise ConfigError("WEBHOOK_TIMEOUT_SECONDS must be at least 1")
 
     @property
     def auth_enabled(self) -> bool:
         return self.auth_jwks_url is not None
+
+    @property
+    def webhook_retry_delays(self) -> tuple[int, ...]:
+        """WEBHOOK_RETRY_SECONDS as numbers: the delay after each failed attempt."""
+        delays = tuple(
+            _int("WEBHOOK_RETRY_SECONDS", part.strip())
+            for part in self.webhook_retry_seconds.split(",")
+        )
+        if any(delay < 0 for delay in delays):
+            raise ConfigError("WEBHOOK_RETRY_SECONDS must list delays of 0 seconds or more")
+        return delays
 
     @classmethod
     def from_env(cls) -> "Config":
