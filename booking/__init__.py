@@ -11,7 +11,7 @@ from booking.db import Database, database_url
 from booking.http import limits, openapi, routing
 from booking.http.errors import register_error_handlers
 from booking.ops import cli, logs, metrics
-from booking.resources import bookings, events, health, holds, waitlist
+from booking.resources import bookings, events, health, holds, waitlist, webhooks
 
 
 class BookingApp(Flask):
@@ -63,6 +63,7 @@ def create_app(config: Config | None = None) -> Flask:
     events.RESOURCE.register(app)
     holds.RESOURCE.register(app)
     waitlist.RESOURCE.register(app)
+    webhooks.RESOURCE.register(app)
     metrics.init_app(app)
     app.register_blueprint(openapi.bp)
     cli.register_commands(app)
