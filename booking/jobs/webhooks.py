@@ -125,11 +125,12 @@ class Deliverer:
         self.database_url = database_url
         self.delays = list(config.webhook_retry_delays)
         timeout = config.webhook_timeout_seconds
-        # A claim stops starting sends once `timeout` has passed, and a send takes at most
-        # about connect + 2 reads: the lease outlasts a claim that is still being worked on.
-        self.lease_seconds = 3 * timeout + CONNECT_TIMEOUT_SECONDS + 5
+        # A claim starts no send once `timeout` has passed, and a send takes about connect +
+        # timeout at most: the lease outlasts a claim still being worked on.
+        connect = min(CONNECT_TIMEOUT_SECONDS, timeout)
+        self.lease_seconds = 2 * timeout + connect + 2
         self.client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_SECONDS, timeout)),
+            timeout=httpx.Timeout(timeout, connect=connect),
             follow_redirects=False,
             trust_env=False,
         )

@@ -36,7 +36,8 @@ BEGIN
             status := 201;
             body := booking_json(booked.id, hold.event_id, hold.user_id, booked.created_at);
             PERFORM emit_webhook('hold.confirmed', hold_json(hold, v_now));
-            PERFORM emit_webhook('booking.created', body::jsonb);
+            PERFORM emit_webhook('booking.created', body::jsonb
+                || jsonb_build_object('status', 'active', 'cancelled_at', NULL));
         ELSE
             status := 409;
             body := hold_closed(hold);
