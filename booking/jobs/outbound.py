@@ -36,21 +36,25 @@ def _forbidden(address: Address) -> bool:
 
 def _port(url: str) -> tuple[str, int]:
     """The host and port of an absolute http(s) URL, or Refused."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # what is in brackets is no IPv6 address
+        raise Refused("The host in brackets must be an IPv6 address.") from None
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
         raise Refused("Must be an absolute http:// or https:// URL.")
     try:
         port = parts.port
     except ValueError:
-        raise Refused("The port is not a number from 0 to 65535.") from None
-    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+        raise Refused("The port must be a number from 0 to 65535.") from None
+    return host, port or (443 if parts.scheme == "https" else 80)
 
 
 def public_addresses(host: str, port: int) -> list[Address]:
     """Every address the host is or resolves to, all public; Refused otherwise."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
+    except (OSError, UnicodeError, ValueError):  # no such name; a NUL in it
         raise Refused(f"The host {host} does not resolve.") from None
     addresses = [ipaddress.ip_address(info[4][0].partition("%")[0]) for info in infos]
     for address in addresses:

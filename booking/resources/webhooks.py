@@ -65,6 +65,9 @@ ORDER BY id DESC
 LIMIT %(limit)s
 """
 
+# An absolute http(s) URL: a host name or address, a port, then printable ASCII (the rest
+# percent-encoded, as URLs are sent).
+URL_PATTERN = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?#][!-~]*)?$"
 MESSAGE_ID_PATTERN = r"^msg_[1-9][0-9]{0,17}$"
 
 
@@ -79,15 +82,31 @@ class WebhookCreateSchema(Schema):
 
     url = fields.String(
         required=True,
-        validate=validate.Length(max=2000),
-        metadata={"example": "https://hooks.example.com/booking"},
+        validate=[
+            validate.Length(max=2000),
+            validate.Regexp(URL_PATTERN, error="Must be an absolute http:// or https:// URL."),
+        ],
+        metadata={
+            "description": "Absolute http(s); its host must be public, unless"
+            " WEBHOOK_ALLOW_PRIVATE=1.",
+            "pattern": URL_PATTERN,
+            "example": "https://hooks.example.com/booking",
+        },
     )
+    # Items checked as a whole below, so that an error is one list of messages like any
+    # other field's (a List's own item errors would nest under the item's index).
     events = fields.List(
-        fields.String(validate=validate.OneOf(TYPES)),
+        fields.Raw(metadata={"type": "string", "enum": list(TYPES)}),
         required=True,
         validate=validate.Length(min=1, max=len(TYPES)),
         metadata={"example": ["booking.created", "booking.cancelled"]},
     )
+
+    @validates("events")
+    def _known(self, events: list, **kwargs: Any) -> None:
+        unknown = [event for event in events if event not in TYPES]
+        if unknown:
+            raise ValidationError(f"Unknown types: {unknown}; known: {', '.join(TYPES)}.")
 
     @validates("url")
     def _public(self, url: str, **kwargs: Any) -> None:
