@@ -13,13 +13,17 @@ CREATE TABLE webhooks (
     active BOOLEAN NOT NULL DEFAULT true,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     disabled_at TIMESTAMPTZ,
+    -- Deleted webhooks are kept, inactive, with the record of their messages: the counts
+    -- on /metrics never go back.
+    deleted_at TIMESTAMPTZ,
     -- A worker delivering this webhook's messages holds it until then: one delivery slot
     -- per webhook at a time; a killed worker's claim lapses by itself.
     busy_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
 );
 
 -- One row per message and webhook: message_id is 'msg_' || id. next_attempt_at is set
--- while the message waits to be sent, NULL once delivered or failed.
+-- while the message waits to be sent, NULL once delivered, failed, or dropped (its webhook
+-- deleted).
 CREATE TABLE webhook_messages (
     id BIGSERIAL PRIMARY KEY,
     webhook_id INT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,

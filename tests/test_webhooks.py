@@ -110,6 +110,14 @@ def cancel(hooks, event_id: int, user_id: str) -> requests.Response:
     return requests.post(hooks.url + CANCEL, json=body, timeout=30)
 
 
+def scrape(hooks, name: str) -> float:
+    """One sample of /metrics, by its full name."""
+    for line in requests.get(hooks.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not on /metrics")
+
+
 def for_event(receiver: Receiver, type_: str, event_id: int) -> list:
     return [r for r in receiver.requests(type_) if r.message["data"]["event_id"] == event_id]
 
@@ -396,6 +404,10 @@ def test_down_then_failing_then_up_receiver_gets_everything(
 def test_retries_follow_the_schedule_then_fail(hooks, register, receivers, worker, make_event):
     receiver = receivers(status=503)
     webhook = register(receiver, events=("booking.created",))
+    before = {
+        name: scrape(hooks, f"webhook_messages_{name}_total")
+        for name in ("delivered", "retried", "failed")
+    }
     worker()  # 1, 1, 2 seconds: four attempts
     reserve(hooks, make_event(1), "ann")
     wait_for(
@@ -410,9 +422,12 @@ def test_retries_follow_the_schedule_then_fail(hooks, register, receivers, worke
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     # now() is taken at the second; the receiver's clock is finer: a few ms of slack.
     assert all(gap >= delay - 0.05 for gap, delay in zip(gaps, (1, 1, 2), strict=True)), gaps
-    metrics = requests.get(hooks.url + "/metrics", timeout=10).text
-    assert "webhook_messages_failed_total" in metrics
-    assert "webhook_oldest_undelivered_age_seconds" in metrics
+    after = {name: scrape(hooks, f"webhook_messages_{name}_total") for name in before}
+    assert after == {
+        "delivered": before["delivered"],
+        "retried": before["retried"] + 3,
+        "failed": before["failed"] + 1,
+    }
 
 
 def test_410_disables_the_webhook(hooks, register, receivers, worker, make_event):
@@ -489,21 +504,20 @@ def test_delivery_refuses_a_name_that_resolves_inward(
     assert receiver.requests() == []
 
 
-def test_delete_drops_undelivered_messages(hooks, register, receivers, make_event, db):
+def test_delete_drops_undelivered_messages(hooks, register, receivers, worker, make_event):
     receiver = receivers()
     webhook = register(receiver, events=("booking.created",))
-    reserve(hooks, make_event(1), "ann")  # no worker runs: the message waits
-    with db.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FROM webhook_messages WHERE webhook_id = %s", (webhook["webhook_id"],)
-        )
-        assert cur.fetchone()[0] == 1
-        url = f"{hooks.url}{WEBHOOKS}/{webhook['webhook_id']}"
-        assert requests.delete(url, headers=ADMIN, timeout=10).status_code == 204
-        cur.execute(
-            "SELECT count(*) FROM webhook_messages WHERE webhook_id = %s", (webhook["webhook_id"],)
-        )
-        assert cur.fetchone()[0] == 0
+    reserve(hooks, make_event(1), "ann")  # no worker runs yet: the message waits
+    url = f"{hooks.url}{WEBHOOKS}/{webhook['webhook_id']}"
+    assert requests.delete(url, headers=ADMIN, timeout=10).status_code == 204
+    worker()
+    wait_for(lambda: scrape(hooks, "webhook_oldest_undelivered_age_seconds") == 0, "a scrape")
+    reserve(hooks, make_event(1), "bob")  # nor is anything written for it any more
+    healthy = receivers()
+    register(healthy, events=("booking.created",))
+    reserve(hooks, make_event(1), "cid")
+    wait_for(lambda: healthy.requests(), "a message to the webhook that remains")
+    assert receiver.requests() == []
 
 
 def test_no_webhook_no_message(hooks, make_event, db):

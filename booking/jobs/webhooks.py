@@ -60,8 +60,11 @@ RECORD_DELIVERED = """
 UPDATE webhook_messages
 SET attempts = attempts + 1, last_status = %(status)s, last_error = NULL,
     delivered_at = now(), next_attempt_at = NULL
-WHERE id = %(id)s
+WHERE id = %(id)s AND next_attempt_at IS NOT NULL
 """
+
+# Each outcome is written only while the message still waits: one dropped meanwhile (its
+# webhook deleted) stays dropped.
 
 # The delay after the n-th failed attempt is the n-th of WEBHOOK_RETRY_SECONDS; after the
 # last one the message has failed.
@@ -71,7 +74,7 @@ SET attempts = attempts + 1, last_status = %(status)s, last_error = %(error)s,
     next_attempt_at = CASE WHEN attempts < cardinality(%(delays)s::INT[])
         THEN now() + make_interval(secs => (%(delays)s::INT[])[attempts + 1]) END,
     failed_at = CASE WHEN attempts >= cardinality(%(delays)s::INT[]) THEN now() END
-WHERE id = %(id)s
+WHERE id = %(id)s AND next_attempt_at IS NOT NULL
 """
 
 # 410 Gone: the receiver wants nothing more; the webhook is disabled.
@@ -82,7 +85,7 @@ WITH gone AS (
 UPDATE webhook_messages
 SET attempts = attempts + 1, last_status = 410, last_error = 'the receiver answered 410 Gone',
     failed_at = now(), next_attempt_at = NULL
-WHERE id = %(id)s
+WHERE id = %(id)s AND next_attempt_at IS NOT NULL
 """
 
 RELEASE_WEBHOOK = "UPDATE webhooks SET busy_until = '-infinity' WHERE id = %s AND busy_until = %s"

@@ -46,12 +46,26 @@ INSERT INTO webhooks (url, events, secret) VALUES (%s, %s, %s)
 RETURNING {WEBHOOK_JSON} AS webhook
 """
 
-FIND_WEBHOOK = f"SELECT {WEBHOOK_JSON} AS webhook FROM webhooks WHERE id = %s"
+FIND_WEBHOOK = f"""
+SELECT {WEBHOOK_JSON} AS webhook FROM webhooks WHERE id = %s AND deleted_at IS NULL
+"""
 
-LIST_WEBHOOKS = f"SELECT {WEBHOOK_JSON} AS webhook FROM webhooks ORDER BY id"
+LIST_WEBHOOKS = f"""
+SELECT {WEBHOOK_JSON} AS webhook FROM webhooks WHERE deleted_at IS NULL ORDER BY id
+"""
 
-# Its messages go with it (ON DELETE CASCADE): the undelivered ones are never sent.
-DELETE_WEBHOOK = "DELETE FROM webhooks WHERE id = %s"
+# Kept as a record, inactive; its undelivered messages are dropped: never sent again.
+DELETE_WEBHOOK = """
+WITH deleted AS (
+    UPDATE webhooks SET active = false, deleted_at = now()
+    WHERE id = %s AND deleted_at IS NULL
+    RETURNING id
+), dropped AS (
+    UPDATE webhook_messages SET next_attempt_at = NULL
+    WHERE webhook_id IN (SELECT id FROM deleted) AND next_attempt_at IS NOT NULL
+)
+SELECT count(*) AS deleted FROM deleted
+"""
 
 # after: the row id of the message_id given, or NULL for the newest.
 LIST_DELIVERIES = """
@@ -217,7 +231,7 @@ def show(webhook_id: int) -> dict:
 @apidoc.other_responses({204: {"description": "Deleted."}, 404: NOT_FOUND})
 @admin_required
 def delete(webhook_id: int) -> Response:
-    if not get_db().execute(DELETE_WEBHOOK, (webhook_id,)):
+    if not get_db().fetch_one(DELETE_WEBHOOK, (webhook_id,))["deleted"]:
         raise ApiError(404, "webhook_not_found")
     return Response(status=204)
 
