@@ -2,20 +2,30 @@
 tests' own. Each message is written in the transaction of its change and reaches the
 receiver signed, at least once and exactly once when nothing fails."""
 
+import ipaddress
+import ssl
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import httpx
 import psycopg2
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from receiver import Receiver
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from support import ADMIN, CANCEL, EVENTS, RESERVE, report, wait_for
 
+from booking.jobs import outbound
 from booking.resources.webhooks import TYPES
 
 WEBHOOKS = "/api/webhooks"
@@ -531,3 +541,63 @@ def test_no_webhook_no_message(hooks, make_event, db):
         cancel(hooks, event_id, "ann")
         cur.execute("SELECT count(*) FROM webhook_messages")
         assert cur.fetchone()[0] == before
+
+
+def test_delivery_connects_to_the_checked_address_with_the_name_in_tls(tmp_path):
+    """The worker connects to the address it checked, not to whatever the name resolves to
+    next; TLS still sees the name (SNI) and checks the certificate against it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooks.test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hooks.test")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    seen: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen["host"] = self.headers["Host"]
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    context.sni_callback = lambda sock, server_name, ctx: seen.update(sni=server_name)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    trusting = httpx.Client(verify=ssl.create_default_context(cafile=str(cert_path)), timeout=5)
+    loopback = ipaddress.ip_address("127.0.0.1")
+    try:
+        status = outbound.post_to(trusting, f"https://hooks.test:{port}/x", loopback, b"{}", {})
+        assert status == 202
+        assert seen == {"sni": "hooks.test", "host": f"hooks.test:{port}"}
+        with pytest.raises(httpx.ConnectError, match="Hostname mismatch"):
+            outbound.post_to(trusting, f"https://other.test:{port}/x", loopback, b"{}", {})
+    finally:
+        trusting.close()
+        server.shutdown()
+        server.server_close()

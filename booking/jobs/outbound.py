@@ -79,13 +79,22 @@ def post(
     """POST the body and return the status; the answer's body is not read. Refused, or
     httpx.HTTPError when no answer came."""
     host, port = _port(url)
-    extensions: dict[str, str] = {}
-    if not allow_private:
-        address = public_addresses(host, port)[0]
-        parts = urlsplit(url)
-        shown = f"[{address}]" if address.version == 6 else str(address)
-        headers = {**headers, "Host": parts.netloc.rpartition("@")[2]}
-        url = urlunsplit(parts._replace(netloc=f"{shown}:{port}"))
-        extensions["sni_hostname"] = host
+    if allow_private:
+        with client.stream("POST", url, content=body, headers=headers) as answer:
+            return answer.status_code
+    return post_to(client, url, public_addresses(host, port)[0], body, headers)
+
+
+def post_to(
+    client: httpx.Client, url: str, address: Address, body: bytes, headers: dict[str, str]
+) -> int:
+    """POST to this address, whatever the URL's host resolves to, with that host in Host
+    and in TLS: SNI, and the certificate checked against the name, not the address."""
+    host, port = _port(url)
+    parts = urlsplit(url)
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    headers = {**headers, "Host": parts.netloc.rpartition("@")[2]}
+    extensions = {"sni_hostname": host}
+    url = urlunsplit(parts._replace(netloc=f"{shown}:{port}"))
     with client.stream("POST", url, content=body, headers=headers, extensions=extensions) as answer:
         return answer.status_code

@@ -32,6 +32,7 @@ SLOTS = 4
 BATCH = 50
 POLL_SECONDS = 0.2
 CONNECT_TIMEOUT_SECONDS = 5
+USER_AGENT = "booking-webhooks"
 
 # Webhooks with a message due and no worker on them, least recently served first.
 CLAIM_WEBHOOKS = """
@@ -105,6 +106,7 @@ def attempt(client: httpx.Client, webhook: dict, message: dict, allow_private: b
     now = datetime.now(UTC)
     headers = {
         "content-type": "application/json",
+        "user-agent": USER_AGENT,
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": Webhook(webhook["secret"]).sign(msg_id, now, body),
