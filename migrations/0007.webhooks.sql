@@ -38,7 +38,8 @@ CREATE TABLE webhook_messages (
     failed_at TIMESTAMPTZ
 );
 
--- A webhook's deliveries newest first; the messages waiting, by when they are due.
+-- A webhook's deliveries newest first; a webhook's messages waiting, by when they are due
+-- (the worker's claim reads these only, however many were delivered before).
 CREATE INDEX webhook_messages_by_webhook ON webhook_messages (webhook_id, id);
-CREATE INDEX webhook_messages_waiting ON webhook_messages (next_attempt_at)
+CREATE INDEX webhook_messages_waiting ON webhook_messages (webhook_id, next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;

@@ -173,6 +173,10 @@ class Deliverer:
             )
         except DatabaseUnavailable:
             return []  # logged by the database layer; the next poll tries again
+        except Exception:
+            # Whatever it is, the deliveries must go on being tried, not die with the thread.
+            log.exception("claiming webhooks failed")
+            return []
 
     def deliver(self, webhook: dict, stop: threading.Event) -> None:
         """The webhook's due messages, one at a time, until none is due, `timeout` has
