@@ -25,6 +25,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from support import ADMIN, CANCEL, EVENTS, RESERVE, report, wait_for
 
+from booking.config import Config, ConfigError
 from booking.db import create_database, drop_database
 from booking.jobs import outbound
 from booking.resources.webhooks import TYPES
@@ -634,3 +635,9 @@ def test_delivery_connects_to_the_checked_address_with_the_name_in_tls(tmp_path)
         trusting.close()
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("delays", ["5,x", "5,-1", ""])
+def test_a_retry_schedule_that_cannot_be_used_is_refused_at_start(delays):
+    with pytest.raises(ConfigError, match="WEBHOOK_RETRY_SECONDS"):
+        Config(webhook_retry_seconds=delays)
