@@ -11,7 +11,16 @@ from booking.db import Database, database_url
 from booking.http import limits, routing
 from booking.http.errors import register_error_handlers
 from booking.ops import cli, logs, metrics
-from booking.resources import bookings, docs, event_bookings, events, health, holds, waitlist
+from booking.resources import (
+    bookings,
+    docs,
+    event_bookings,
+    events,
+    health,
+    holds,
+    waitlist,
+    webhooks,
+)
 
 
 class BookingApp(Flask):
@@ -64,6 +73,7 @@ def create_app(config: Config | None = None) -> Flask:
     event_bookings.RESOURCE.register(app)
     holds.RESOURCE.register(app)
     waitlist.RESOURCE.register(app)
+    webhooks.RESOURCE.register(app)
     metrics.init_app(app)
     docs.RESOURCE.register(app)
     cli.register_commands(app)

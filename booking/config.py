@@ -117,6 +117,20 @@ def number(
     return dataclasses.field(default=default, metadata={"number": bounds})
 
 
+def check_retry_delays(raw: str) -> tuple[int, ...]:
+    """The delays of WEBHOOK_RETRY_SECONDS, or a ConfigError at start, not in the worker later."""
+    try:
+        delays = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        delays = (-1,)
+    if any(delay < 0 for delay in delays):
+        raise ConfigError(
+            f"WEBHOOK_RETRY_SECONDS={raw!r} must list whole seconds, 0 or more, separated by"
+            " commas (e.g. WEBHOOK_RETRY_SECONDS=5,30,60) or be unset"
+        )
+    return delays
+
+
 def check_numbers(config: "Config") -> None:
     """A ConfigError for a number out of its range: 0 would mean "never" or "forever"."""
     for setting in dataclasses.fields(config):
@@ -157,6 +171,12 @@ class Config:
     waitlist_offer_seconds: int = number(3600)
     # How often the worker looks for holds and offers that expired with no request about.
     worker_poll_seconds: int = number(1)
+    # Webhook URLs may point at loopback and private addresses (tests, internal receivers).
+    webhook_allow_private: bool = False
+    # Delays between delivery attempts of a webhook message, comma-separated seconds.
+    webhook_retry_seconds: str = "5,30,60,300,1200,3600,14400,21600,43200,43200,86400"
+    # How long a receiver may take to answer before the attempt counts as failed.
+    webhook_timeout_seconds: int = number(10)
     db_statement_timeout_ms: int = number(5000)
     # libpq takes 0 as "wait forever", hence at least 1.
     db_connect_timeout_s: int = number(3)
@@ -193,10 +213,16 @@ class Config:
         check_rate_limit("ADMIN_FAILURE_LIMIT", self.admin_failure_limit, "10/minute;100/hour")
         check_storage_uri(self.ratelimit_storage_uri)
         check_auth(self.auth_jwks_url, self.auth_issuer, self.auth_audience)
+        check_retry_delays(self.webhook_retry_seconds)
 
     @property
     def auth_enabled(self) -> bool:
         return self.auth_jwks_url is not None
+
+    @property
+    def webhook_retry_delays(self) -> tuple[int, ...]:
+        """WEBHOOK_RETRY_SECONDS as numbers: the delay after each failed attempt."""
+        return check_retry_delays(self.webhook_retry_seconds)
 
     @classmethod
     def from_env(cls) -> "Config":

@@ -78,10 +78,13 @@ def reserve(url: str, event_id: int, user_id: str) -> tuple[int, dict]:
 def test_rollback_undoes_each_migration_and_migrate_restores(fresh_database):
     """Rollback undoes tables; functions are code, put back as a whole by migrate."""
     before_sale = {"events", "bookings", "event_seats", "idempotency_keys", "cancelled_bookings"}
-    full = before_sale | {"holds", "waitlist_entries", "worker_heartbeats"}
+    sale = before_sale | {"holds", "waitlist_entries", "worker_heartbeats"}
+    full = sale | {"webhooks", "webhook_messages"}
     booking_path = {"lock_event", "booking_json", "reserve_seat", "cancel_seat"}
     assert tables(fresh_database) == full
     assert functions(fresh_database) == booking_path
+    assert rollback_migrations(fresh_database, 1) == ["0007.webhooks"]
+    assert tables(fresh_database) == sale
     assert indexes(fresh_database) == LIST_INDEXES
     assert rollback_migrations(fresh_database, 1) == ["0006.booking-lists"]
     assert indexes(fresh_database) == set()
@@ -93,7 +96,7 @@ def test_rollback_undoes_each_migration_and_migrate_restores(fresh_database):
     assert tables(fresh_database) == before_sale - {"cancelled_bookings"}
     rollback_migrations(fresh_database, 2)
     assert tables(fresh_database) == set()
-    assert apply_migrations(fresh_database) == 6
+    assert apply_migrations(fresh_database) == 7
     assert tables(fresh_database) == full
     assert indexes(fresh_database) == LIST_INDEXES
     assert functions(fresh_database) == booking_path

@@ -188,9 +188,10 @@ def test_rollback_refuses_in_one_line_and_says_how_to_export(fresh_database):
             cur.execute("SELECT reserve_seat(1, %s, NULL, NULL, 60, 60)", (user,))
             cur.execute("SELECT cancel_seat(1, %s, NULL, NULL, 60, 60)", (user,))
     conn.close()
-    first = flask("rollback", "--count", "3", DATABASE_URL=fresh_database)
+    first = flask("rollback", "--count", "4", DATABASE_URL=fresh_database)
     assert first.stdout == (
-        "rollback: undid 0006.booking-lists, 0005.sale, 0004.event-lock-and-booking-json\n"
+        "rollback: undid 0007.webhooks, 0006.booking-lists, 0005.sale,"
+        " 0004.event-lock-and-booking-json\n"
     ), first.stderr
     line = one_error_line(flask("rollback", DATABASE_URL=fresh_database))
     assert line.startswith("Error: rollback refused: cancelled_bookings holds records")

@@ -48,4 +48,16 @@ SELECT count(*) FILTER (WHERE w.id IS NULL) AS holds_made,
 FROM holds h LEFT JOIN waitlist_entries w ON w.hold_id = h.id
 """
 
+# For GET /metrics: what became of the webhook messages, and how long the oldest one an
+# active webhook still waits for has waited. retried: attempts that neither delivered nor
+# gave up the message; rows are never deleted, so the three only grow.
+COUNT_WEBHOOK_MESSAGES = """
+SELECT count(m.delivered_at) AS delivered,
+       count(m.failed_at) AS failed,
+       coalesce(sum(m.attempts), 0) - count(m.delivered_at) - count(m.failed_at) AS retried,
+       coalesce(extract(epoch FROM now() - min(m.created_at)
+                FILTER (WHERE m.next_attempt_at IS NOT NULL AND w.active)), 0) AS oldest_age
+FROM webhook_messages m JOIN webhooks w ON w.id = m.webhook_id
+"""
+
 PING = "SELECT 1"

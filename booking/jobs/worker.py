@@ -7,6 +7,9 @@ entry waiting when nobody touches the event, within WORKER_POLL_SECONDS. Each ev
 settled in its own short transaction under the event's lock, so several workers, on one
 host or many, never offer one seat twice; a worker killed mid-way loses its transaction
 and nothing else, and the next pass does the work again.
+
+Its second duty, delivering webhook messages, runs in threads of its own
+(booking.jobs.webhooks), so a slow receiver never holds the expiry and offers up.
 """
 
 import logging
@@ -15,6 +18,7 @@ import threading
 import time
 
 from booking.db import Database, DatabaseUnavailable
+from booking.jobs.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +54,17 @@ def settle_due_events(db: Database, offer_seconds: int) -> tuple[int, int]:
     return expired, offered
 
 
-def run(db: Database, name: str, offer_seconds: int, poll_seconds: float) -> None:
-    """Settle due events every poll_seconds until SIGTERM or SIGINT; a database that
-    cannot be reached is waited out, not fatal."""
+def run(
+    db: Database, name: str, offer_seconds: int, poll_seconds: float, deliverer: Deliverer
+) -> None:
+    """Settle due events every poll_seconds until SIGTERM or SIGINT, and deliver webhook
+    messages in a thread of their own; a database that cannot be reached is waited out,
+    not fatal."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    deliveries = threading.Thread(target=deliverer.run, args=(stop,), name="deliveries")
+    deliveries.start()
     log.info("worker started", extra={"fields": {"worker": name, "poll_seconds": poll_seconds}})
     while not stop.is_set():
         started = time.monotonic()
@@ -65,5 +74,6 @@ def run(db: Database, name: str, offer_seconds: int, poll_seconds: float) -> Non
         except DatabaseUnavailable:
             pass  # logged by the database layer; the next pass tries again
         stop.wait(max(poll_seconds - (time.monotonic() - started), 0))
+    deliveries.join()
     db.close()
     log.info("worker stopped", extra={"fields": {"worker": name}})

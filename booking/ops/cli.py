@@ -27,6 +27,7 @@ from booking.db import DatabaseUnavailable, connection_problem, get_db
 from booking.db.migrations import apply_migrations, rollback_migrations
 from booking.http import idempotency
 from booking.jobs import worker
+from booking.jobs.webhooks import Deliverer
 from booking.resources import bookings
 from booking.resources.events import (
     ADVANCE_EVENT_ID_SEQUENCE,
@@ -152,10 +153,12 @@ def export_cancelled_command(batch: int) -> None:
 @click.command("worker")
 @database_command
 def worker_command() -> None:
-    """Run the worker: expired holds and offers, and their seats offered, until stopped."""
+    """Run the worker: expired holds and offers, their seats offered, and webhook messages
+    delivered, until stopped."""
     config = current_app.config["BOOKING"]
     name = f"{socket.gethostname()}:{os.getpid()}"
-    worker.run(get_db(), name, config.waitlist_offer_seconds, config.worker_poll_seconds)
+    deliverer = Deliverer(current_app.config["DATABASE_URL"], config)
+    worker.run(get_db(), name, config.waitlist_offer_seconds, config.worker_poll_seconds, deliverer)
 
 
 @click.command("database-url")

@@ -147,6 +147,13 @@ SALE_COUNTS = {
 }
 
 
+WEBHOOK_COUNTS = {
+    "delivered": "Webhook messages delivered (a 2xx answer).",
+    "retried": "Webhook delivery attempts that failed and were scheduled again.",
+    "failed": "Webhook messages given up: retries exhausted, or the receiver answered 410.",
+}
+
+
 class KeptRows:
     """Rows that pile up, counted by one query when Prometheus scrapes (the statement
     timeout bounds it); nothing is counted on the booking path. No database: no sample."""
@@ -178,6 +185,14 @@ class KeptRows:
             yield CounterMetricFamily(name, help_text, sale[name])
         yield GaugeMetricFamily(
             "waitlist_waiting", "Waiting-list entries waiting.", sale["waiting"]
+        )
+        hooks = get_db().fetch_one(queries.COUNT_WEBHOOK_MESSAGES)
+        for name, help_text in WEBHOOK_COUNTS.items():
+            yield CounterMetricFamily(f"webhook_messages_{name}", help_text, hooks[name])
+        yield GaugeMetricFamily(
+            "webhook_oldest_undelivered_age_seconds",
+            "Age of the oldest message an active webhook has not received yet (0: none).",
+            float(hooks["oldest_age"]),
         )
         if sale["worker_last_run"] is not None:
             yield GaugeMetricFamily(

@@ -29,6 +29,7 @@ BEGIN
         status := 200;
         body := booking_json(cancelled.id, p_event_id, p_user_id, cancelled.created_at)
             || jsonb_build_object('cancelled_at', utc_timestamp_text(cancelled.cancelled_at));
+        PERFORM emit_webhook('booking.cancelled', body::jsonb || '{"status": "cancelled"}');
     ELSIF NOT EXISTS (SELECT 1 FROM events WHERE id = p_event_id) THEN
         status := 404;
         body := json_build_object('error', 'event_not_found');

@@ -6,6 +6,7 @@ CREATE OR REPLACE FUNCTION confirm_hold(
     p_offer_seconds INT, OUT status INT, OUT body JSON, OUT replayed BOOLEAN
 ) LANGUAGE plpgsql AS $$
 DECLARE
+    found RECORD;
     hold holds;
     booked RECORD;
 BEGIN
@@ -14,17 +15,22 @@ BEGIN
         RETURN;
     END IF;
 
-    hold := (locked_hold(p_hold_id, p_owner, p_offer_seconds)).hold;
+    found := locked_hold(p_hold_id, p_owner, p_offer_seconds);
+    hold := found.hold;
     IF hold.id IS NULL THEN
         status := 404;
         body := json_build_object('error', 'hold_not_found');
     ELSIF hold.status = 'held' THEN
         INSERT INTO bookings (event_id, user_id) VALUES (hold.event_id, hold.user_id)
         RETURNING id, created_at INTO booked;
-        UPDATE holds SET status = 'confirmed', booking_id = booked.id WHERE id = p_hold_id;
+        UPDATE holds SET status = 'confirmed', booking_id = booked.id WHERE id = p_hold_id
+        RETURNING * INTO hold;
         UPDATE waitlist_entries SET status = 'booked' WHERE hold_id = p_hold_id;
         status := 201;
         body := booking_json(booked.id, hold.event_id, hold.user_id, booked.created_at);
+        PERFORM emit_webhook('hold.confirmed', hold_json(hold, found.decided_at));
+        PERFORM emit_webhook('booking.created', body::jsonb
+            || jsonb_build_object('status', 'active', 'cancelled_at', NULL));
     ELSE
         status := 409;
         body := hold_closed(hold);

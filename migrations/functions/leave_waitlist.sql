@@ -7,6 +7,7 @@ CREATE OR REPLACE FUNCTION leave_waitlist(
 DECLARE
     v_now TIMESTAMPTZ;
     entry waitlist_entries;
+    offer holds;
 BEGIN
     PERFORM 1 FROM waitlist_entries
     WHERE id = p_entry_id AND event_id = p_event_id AND (p_owner IS NULL OR user_id = p_owner);
@@ -25,7 +26,11 @@ BEGIN
     END IF;
 
     UPDATE holds h SET status = 'released', released_at = v_now
-    WHERE h.id = entry.hold_id AND h.status = 'held';
+    WHERE h.id = entry.hold_id AND h.status = 'held'
+    RETURNING * INTO offer;
+    IF offer.id IS NOT NULL THEN
+        PERFORM emit_webhook('hold.released', hold_json(offer, v_now));
+    END IF;
     UPDATE waitlist_entries SET status = 'left' WHERE id = p_entry_id RETURNING * INTO entry;
     PERFORM settle_event(p_event_id, v_now, p_offer_seconds);
     status := 200;

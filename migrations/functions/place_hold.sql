@@ -23,6 +23,8 @@ BEGIN
         RETURNING * INTO hold;
         status := 201;
         body := hold_json(hold, v_now);
+        PERFORM emit_webhook('hold.created', body::jsonb);
+        PERFORM announce_sold_out(p_event_id, v_now);
     ELSE
         status := refusal_status(refusal);
         body := json_build_object('error', refusal);

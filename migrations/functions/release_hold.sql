@@ -25,6 +25,7 @@ BEGIN
         PERFORM settle_event(hold.event_id, found.decided_at, p_offer_seconds);
         status := 200;
         body := hold_json(hold, found.decided_at);
+        PERFORM emit_webhook('hold.released', body::jsonb);
     ELSE
         status := 409;
         body := hold_closed(hold);

@@ -26,6 +26,10 @@ BEGIN
         RETURNING id, created_at INTO booked;
         status := 201;
         body := booking_json(booked.id, p_event_id, p_user_id, booked.created_at);
+        -- As GET /api/bookings/<id> answers it.
+        PERFORM emit_webhook('booking.created', body::jsonb
+            || jsonb_build_object('status', 'active', 'cancelled_at', NULL));
+        PERFORM announce_sold_out(p_event_id, v_now);
     ELSE
         status := refusal_status(refusal);
         body := json_build_object('error', refusal);

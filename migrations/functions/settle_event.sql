@@ -10,6 +10,7 @@ DECLARE
     seats RECORD;
     entry RECORD;
     offer_id INT;
+    v_expired INT[];
 BEGIN
     WITH due AS (
         UPDATE holds SET status = 'expired'
@@ -19,7 +20,13 @@ BEGIN
         UPDATE waitlist_entries SET status = 'expired'
         WHERE hold_id IN (SELECT id FROM due) AND status = 'offered'
     )
-    SELECT count(*) INTO expired FROM due;
+    SELECT count(*), array_agg(id) INTO expired, v_expired FROM due;
+    IF expired > 0 THEN
+        PERFORM emit_webhook('hold.expired', hold_json(h, p_now))
+        FROM holds h WHERE h.id = ANY (v_expired) AND webhook_wanted('hold.expired');
+        PERFORM emit_webhook('waitlist.expired', entry_json(w, p_now))
+        FROM waitlist_entries w WHERE w.hold_id = ANY (v_expired) AND webhook_wanted('waitlist.expired');
+    END IF;
 
     offered := 0;
     SELECT e.total_seats, s.booked, s.held, s.waiting, s.sales_start, s.sales_end INTO seats
@@ -38,6 +45,11 @@ BEGIN
         VALUES (p_event_id, entry.user_id, p_now, p_now + make_interval(secs => p_offer_seconds))
         RETURNING id INTO offer_id;
         UPDATE waitlist_entries SET status = 'offered', hold_id = offer_id WHERE id = entry.id;
+        PERFORM emit_webhook('waitlist.offered', entry_json(w, p_now))
+        FROM waitlist_entries w WHERE w.id = entry.id;
         offered := offered + 1;
     END LOOP;
+    IF offered > 0 THEN
+        PERFORM announce_sold_out(p_event_id, p_now);
+    END IF;
 END $$;

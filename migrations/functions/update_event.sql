@@ -10,6 +10,7 @@ DECLARE
     v_total INT;
     v_start TIMESTAMPTZ;
     v_end TIMESTAMPTZ;
+    v_offered INT;
 BEGIN
     v_now := lock_and_settle(p_event_id, p_offer_seconds);
     SELECT e.total_seats, s.booked, s.held, s.sales_start, s.sales_end INTO event
@@ -42,7 +43,12 @@ BEGIN
     UPDATE events SET name = COALESCE(p_changes ->> 'name', name), total_seats = v_total
     WHERE id = p_event_id;
     UPDATE event_seats SET sales_start = v_start, sales_end = v_end WHERE event_id = p_event_id;
-    PERFORM settle_event(p_event_id, v_now, p_offer_seconds);
+    SELECT offered INTO v_offered FROM settle_event(p_event_id, v_now, p_offer_seconds);
     status := 200;
     body := event_json(p_event_id, v_now);
+    PERFORM emit_webhook('event.updated', body::jsonb);
+    -- Seats taken away: sold out now, if some were left. (Offers made announce it themselves.)
+    IF v_offered = 0 AND event.total_seats > event.booked + event.held THEN
+        PERFORM announce_sold_out(p_event_id, v_now);
+    END IF;
 END $$;
