@@ -82,6 +82,7 @@ model: install ## The sale against its model, longer: SALE_MODEL_EXAMPLES (defau
 
 bench: install ## The service against its floor, nginx and pgbench, ~6 min (BENCH_ARGS=--quick: ~2)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/webhooks.py $(BENCH_ARGS)
 
 lint: install ## Check style and formatting with ruff
 	$(BIN)/ruff check .

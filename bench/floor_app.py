@@ -19,6 +19,8 @@ app = Flask(__name__)
 DATABASE_URL = os.environ["DATABASE_URL"]
 # What the service passes for a request without an Idempotency-Key (no key is stored).
 IDEMPOTENCY_TTL_S = 86400
+OFFER_S = 3600
+AVAILABILITY = ("event_id", "total_seats", "booked", "held", "waiting", "left")
 
 _conn: psycopg2.extensions.connection | None = None
 
@@ -41,11 +43,10 @@ def health() -> Response:
 def availability(event_id: int) -> Response | tuple[Response, int]:
     with cursor() as cur:
         cur.execute(events.FIND_EVENT, (event_id,))
-        row = cur.fetchone()
-    if row is None:
+        (event,) = cur.fetchone()
+    if event is None:
         return jsonify(error="event_not_found"), 404
-    event_id, _name, total_seats, booked, left = row
-    return jsonify(event_id=event_id, total_seats=total_seats, booked=booked, left=left)
+    return jsonify({name: event[name] for name in AVAILABILITY})
 
 
 @app.post("/api/bookings/reserve")
@@ -54,7 +55,7 @@ def reserve() -> tuple[Response, int]:
     with cursor() as cur:
         cur.execute(
             bookings.RESERVE_SEAT,
-            (data["event_id"], data["user_id"], None, None, IDEMPOTENCY_TTL_S),
+            (data["event_id"], data["user_id"], None, None, IDEMPOTENCY_TTL_S, OFFER_S),
         )
         status, body, _replayed = cur.fetchone()
     return jsonify(body), status

@@ -20,7 +20,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from receiver import Receiver
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -30,6 +29,7 @@ from booking.resources.webhooks import TYPES
 from harness import report, wait_for
 from harness.database import create_database, drop_database
 from harness.http import ADMIN, CANCEL, EVENTS, RESERVE
+from harness.receiver import Receiver
 
 WEBHOOKS = "/api/webhooks"
 HOLDS = "/api/holds"

@@ -1,4 +1,4 @@
-"""A webhook receiver of the tests' own on 127.0.0.1: it records every request, verifies
+"""A webhook receiver of the tests' and the bench's own on 127.0.0.1: it records every request, verifies
 its signature with standardwebhooks' own Webhook.verify, and answers as told (2xx, 500,
 410, hanging until released, or not listening at all)."""
 
@@ -19,6 +19,7 @@ class Received:
     body: bytes
     at: float  # time.monotonic() on arrival
     verified: bool
+    wall: float  # time.time() on arrival: against the database's created_at
 
     @property
     def id(self) -> str:
@@ -87,7 +88,8 @@ class Receiver:
             except Exception:
                 verified = False
         with self.lock:
-            self.received.append(Received(headers, body, time.monotonic(), verified))
+            received = Received(headers, body, time.monotonic(), verified, time.time())
+            self.received.append(received)
 
     def requests(self, type_: str | None = None) -> list[Received]:
         with self.lock:
