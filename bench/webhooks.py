@@ -109,7 +109,16 @@ def main() -> None:
             ratios, rates = [], {"hooks": [], "none": []}
             for number in range(1, args.runs + 1):
                 order = ("hooks", "none") if number % 2 else ("none", "hooks")
-                pair = {side: bookings(servers[side][0], events[side], args) for side in order}
+                pair = {}
+                for side in order:
+                    pair[side] = bookings(servers[side][0], events[side], args)
+                    # The backlog is delivered before the next run, so that its delivery
+                    # never runs beside the other side's.
+                    wait_for(
+                        lambda: len(receiver.received) >= count(urls["hooks"], COUNT_MESSAGES),
+                        "the messages of the run delivered",
+                        300,
+                    )
                 for side, rate in pair.items():
                     rates[side].append(rate)
                 ratios.append(pair["hooks"] / pair["none"])

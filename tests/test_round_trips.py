@@ -89,3 +89,30 @@ def test_availability_is_one_round_trip_and_health_none(wired, make_event):
     assert (trips, status, sum(statements.values())) == (1, 200, 1)
     health = counted(wire, lambda: requests.get(f"{url}/health", timeout=10))
     assert health == (0, {}, 200)
+
+
+def test_every_hold_and_waiting_list_change_is_one_round_trip(wired, make_event):
+    """The sale's changes too: place, look up, join, confirm, release, leave."""
+    url, wire = wired
+    event = make_event(1)
+    answers: list[requests.Response] = []
+
+    def send(method: str, path: str, body: dict | None = None) -> Callable:
+        def call() -> requests.Response:
+            answers.append(requests.request(method, f"{url}{path}", json=body, timeout=10))
+            return answers[-1]
+
+        return call
+
+    def one_trip(call: Callable, status: int) -> dict:
+        trips, statements, answered = counted(wire, call)
+        assert (trips, sum(statements.values()), answered) == (1, 1, status)
+        return answers[-1].json()
+
+    hold = one_trip(send("POST", "/api/holds", {"event_id": event, "user_id": "hana"}), 201)
+    hold_url = f"/api/holds/{hold['hold_id']}"
+    one_trip(send("GET", hold_url), 200)
+    entry = one_trip(send("POST", f"{EVENTS}/{event}/waitlist", {"user_id": "ivan"}), 201)
+    one_trip(send("POST", f"{hold_url}/confirm"), 201)
+    one_trip(send("DELETE", hold_url), 409)
+    one_trip(send("DELETE", f"{EVENTS}/{event}/waitlist/{entry['entry_id']}"), 200)
