@@ -29,11 +29,9 @@ from harness.servers import Gunicorn, Worker
 
 SUBSCRIPTIONS = 3
 EVENTS = 1_000
-DRAIN_BOOKINGS = 2_000
 
 # Each message's age at receipt: its row's created_at is written in the booking's
 # transaction, a few milliseconds before the commit.
-COUNT_BOOKINGS = "SELECT count(*) FROM bookings"
 COUNT_MESSAGES = "SELECT count(*) FROM webhook_messages"
 COUNT_WAITING = "SELECT count(*) FROM webhook_messages WHERE delivered_at IS NULL"
 CREATED = "SELECT 'msg_' || id, extract(epoch FROM created_at) FROM webhook_messages"
@@ -135,14 +133,17 @@ def main() -> None:
                 for r in receiver.requests()
                 if r.id in created
             ]
-            # The drain: the worker stopped, DRAIN_BOOKINGS bookings leave their messages
-            # waiting, then one worker sends them all.
+            # The outbox alone: the worker stopped, the same pairs write their messages and
+            # leave them waiting (delivery may run on other hosts); then one worker drains
+            # them all.
             servers["hooks"][1].stop()
             before = len(receiver.received)
-            drain = argparse.Namespace(**{**vars(args), "duration": 1})
-            booked = count(urls["hooks"], COUNT_BOOKINGS)
-            while count(urls["hooks"], COUNT_BOOKINGS) < booked + DRAIN_BOOKINGS:
-                bookings(hooks, events["hooks"], drain)
+            outbox_ratios = []
+            for number in range(1, args.runs + 1):
+                order = ("hooks", "none") if number % 2 else ("none", "hooks")
+                pair = {side: bookings(servers[side][0], events[side], args) for side in order}
+                outbox_ratios.append(pair["hooks"] / pair["none"])
+                print(f"  run {number}, delivery paused: ratio {outbox_ratios[-1]:.2f}", flush=True)
             waiting = count(urls["hooks"], COUNT_WAITING)
             began = time.monotonic()
             env = {"DATABASE_URL": urls["hooks"], "WEBHOOK_ALLOW_PRIVATE": "1"}
@@ -162,6 +163,11 @@ def main() -> None:
         f" (goal >= 0.9), each run {', '.join(f'{r:.2f}' for r in ratios)}; medians"
         f" {statistics.median(rates['hooks']):.0f} and {statistics.median(rates['none']):.0f}"
         " req/s"
+    )
+    print(
+        f"  the same with delivery paused (the outbox alone): median ratio"
+        f" {statistics.median(outbox_ratios):.2f}, each run"
+        f" {', '.join(f'{r:.2f}' for r in outbox_ratios)}"
     )
     print(
         f"  commit to receipt while bookings ran at full speed, {len(lags):,} messages:"
