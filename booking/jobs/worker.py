@@ -41,17 +41,13 @@ ON CONFLICT (worker) DO UPDATE SET last_run_at = now()
 """
 
 
-def settle_due_events(db: Database, offer_seconds: int) -> tuple[int, int]:
-    """One pass: every due event settled; returns the holds expired and the offers made."""
-    expired = offered = 0
+def settle_due_events(db: Database, offer_seconds: int) -> None:
+    """One pass: every due event settled, what it changed logged."""
     for row in db.fetch_all(DUE_EVENTS):
         event_id = row["event_id"]
         outcome = db.fetch_one(SETTLE_DUE_EVENT, (event_id, offer_seconds))
         if outcome["expired"] or outcome["offered"]:
             log.info("event settled", extra={"fields": {"event_id": event_id, **outcome}})
-        expired += outcome["expired"]
-        offered += outcome["offered"]
-    return expired, offered
 
 
 def run(
