@@ -3,6 +3,7 @@ its signature with standardwebhooks' own Webhook.verify, and answers as told (2x
 410, hanging until released, or not listening at all)."""
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,11 +33,14 @@ class Received:
 
 @dataclass
 class Receiver:
-    """status: what it answers; hang: while set, each request waits for release (or 30 s)."""
+    """status: what it answers; hang: while set, each request waits for release (or 30 s);
+    niceness: the CPU priority of its threads below the caller's, so that a receiver
+    standing in for another host takes no core from the service it measures."""
 
     status: int = 204
     hang: bool = False
     secret: str | None = None
+    niceness: int = 0
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
 
@@ -54,6 +58,11 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def setup(self) -> None:
+                if receiver.niceness:
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), receiver.niceness)
+                super().setup()
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 headers = {name.lower(): value for name, value in self.headers.items()}

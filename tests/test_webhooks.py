@@ -3,6 +3,7 @@ tests' own. Each message is written in the transaction of its change and reaches
 receiver signed, at least once and exactly once when nothing fails."""
 
 import ipaddress
+import os
 import ssl
 import threading
 import time
@@ -25,6 +26,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from booking.config import Config, ConfigError
 from booking.jobs import outbound
+from booking.jobs import worker as worker_module
 from booking.resources.webhooks import TYPES
 from harness import report, wait_for
 from harness.database import create_database, drop_database
@@ -526,6 +528,15 @@ def test_a_worker_killed_mid_delivery_loses_nothing(hooks, register, receivers, 
     worker(WEBHOOK_TIMEOUT_SECONDS="1")  # its lease of the webhook lapses in 5 s
     wait_for(lambda: len(receiver.ids()) == 5, "every message after the restart", timeout=30)
     assert in_flight in receiver.ids()
+
+
+def test_the_worker_runs_below_the_web_workers_cpu_priority(hooks, worker):
+    """Delivery at full speed never takes a core from a booking: the scheduler gives the
+    worker only what gunicorn leaves (BENCHMARKS.md: bookings with three webhooks)."""
+    started = worker()
+    assert os.getpriority(os.PRIO_PROCESS, started.proc.pid) == (
+        os.getpriority(os.PRIO_PROCESS, hooks.proc.pid) + worker_module.NICENESS
+    )
 
 
 def test_delivery_refuses_a_name_that_resolves_inward(
