@@ -1,16 +1,25 @@
 """Load shedding (booking/http/queueing.py): a request that waited for a worker past
-QUEUE_BUDGET_MS is refused at once with 503 overloaded and changes nothing.
+QUEUE_BUDGET_MS is refused at once with 503 overloaded and changes nothing; the stamp comes
+from the shipped nginx.
 
-Queue time is given with the X-Request-Start header, as nginx writes it."""
+Queue time is given with the X-Request-Start header, as nginx writes it; the one test that
+lets a request really wait in gunicorn's queue behind nginx holds the only worker on an
+event lock of the test's own."""
 
+import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
 
+from booking.db.queries import EVENT_LOCK_NAMESPACE
+from harness import wait_for
 from harness.http import EVENTS, RESERVE, post_json
-from harness.servers import wait_for_entries
+from harness.receiver import Receiver
+from harness.servers import log_entries, start_nginx, wait_for_entries
 
 BUDGET_MS = 5000
 OVERLOADED = {"error": "overloaded"}
@@ -149,3 +158,91 @@ def test_a_budget_of_0_refuses_nothing(start_gunicorn, make_event):
     # Nor does its description promise it.
     description = requests.get(f"{unlimited.url}/openapi.json", timeout=10).text
     assert "overloaded" not in description
+
+
+def test_nginx_stamps_the_request_with_its_clock_in_place_of_the_clients():
+    """The header the app reads, as the shipped nginx writes it: `t=` and seconds with
+    milliseconds, between the client's sending and the upstream's receiving (less the
+    millisecond nginx truncates), and a stamp the client sent is not passed on."""
+    upstream = Receiver()
+    proxy = start_nginx(upstream.port)
+    try:
+        sent = time.time()
+        answer = requests.post(
+            f"{proxy.url}{RESERVE}", json={}, headers={"X-Request-Start": "t=1"}, timeout=10
+        )
+    finally:
+        proxy.stop()
+        upstream.stop()
+    assert answer.status_code == 204
+    (received,) = upstream.requests()
+    value = received.headers["x-request-start"]
+    assert re.fullmatch(r"t=\d{10}\.\d{3}", value), value
+    assert sent - 0.002 <= float(value[2:]) <= received.wall
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting in the listening socket's accept queue on 127.0.0.1:port: for a
+    listening socket, /proc/net/tcp's rx_queue is that queue's length."""
+    local = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "0A":  # LISTEN
+            return int(fields[4].split(":")[1], 16)
+    return 0
+
+
+def test_behind_nginx_a_request_that_waited_for_the_only_worker_is_refused(
+    start_gunicorn, make_event, sql, db
+):
+    """The whole path: the shipped nginx stamps the request, it waits in gunicorn's accept
+    queue while the one worker is held, and the app refuses it when it gets there; nginx
+    passes the app's 503 on as it is. /health, queued with it, is served."""
+    backend = start_gunicorn(
+        env={"TRUSTED_PROXIES": "1", "QUEUE_BUDGET_MS": "1", "DB_STATEMENT_TIMEOUT_MS": "20000"},
+        workers=1,
+    )
+    proxy = start_nginx(backend.port)
+    held_event, other_event = make_event(5), make_event(5)
+    key = f"queued-{uuid.uuid4().hex}"
+    pool = ThreadPoolExecutor(max_workers=3)
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s, %s)", (EVENT_LOCK_NAMESPACE, held_event))
+    try:
+        # Straight to gunicorn, without a stamp: the worker takes it and waits on the lock.
+        holder = pool.submit(
+            post_json, f"{backend.url}{RESERVE}", {"event_id": held_event, "user_id": "holder"}
+        )
+        wait_for(lambda: waiting_for_event_lock(sql, held_event), "the worker to be held")
+        late = pool.submit(
+            post_json,
+            f"{proxy.url}{RESERVE}",
+            {"event_id": other_event, "user_id": "late"},
+            {"Idempotency-Key": key},
+        )
+        probe = pool.submit(requests.get, f"{proxy.url}/health", timeout=30)
+        wait_for(lambda: accept_queue(backend.port) == 2, "both requests in gunicorn's queue")
+        queued = time.time()
+        # What is tested is the time spent in the queue: it must pass the 1 ms budget
+        # before the worker is let go.
+        wait_for(lambda: time.time() - queued > 0.01, "10 ms in the queue")
+    finally:
+        with db.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s, %s)", (EVENT_LOCK_NAMESPACE, held_event))
+        pool.shutdown(wait=True)
+        proxy.stop()
+    assert holder.result().status_code == 201
+    assert_overloaded(late.result())
+    assert probe.result().status_code == 200
+    assert booking_state(sql, other_event, key) == (0, 0, 0)
+    refused = [e for e in log_entries(backend.log_path) if e.get("status") == 503]
+    assert [e["path"] for e in refused] == [RESERVE]
+
+
+def waiting_for_event_lock(sql, event_id: int) -> bool:
+    rows = sql(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND classid = %s AND objid = %s",
+        (EVENT_LOCK_NAMESPACE, event_id),
+    )
+    return rows[0][0] > 0
