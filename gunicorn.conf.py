@@ -46,11 +46,11 @@ worker_class = "sync"
 # nginx buffers slow clients, so a sync worker only ever waits on PostgreSQL; the backlog
 # holds the connections that arrive while every worker is busy (and during a reload).
 # Beyond capacity it holds what arrives within QUEUE_BUDGET_MS: older requests are refused
-# at once (booking.http.queueing), which keeps it from growing further. At twice a host's
-# measured ~2,400 requests a second that is ~2,400 connections in 500 ms, over gunicorn's
-# default of 2,048: a full backlog drops new connections, and nginx's retry of the
-# connection comes a second later, when the answer is already late. 4,096 is also the
-# kernel's default ceiling (net.core.somaxconn, Linux 5.4 and later).
+# at once (booking.http.queueing), so it grows no further. A 2-core host serves 800-1,650
+# bookings or reads a second (BENCHMARKS.md): at twice that, 500 ms bring up to ~1,650
+# connections, near gunicorn's default of 2,048, which a bigger host passes. A full backlog
+# drops a new connection's handshake, and TCP sends it again a second later: already late.
+# 4,096 is the kernel's default ceiling (net.core.somaxconn, Linux 5.4 and later).
 backlog = 4096
 
 # Sync workers close the connection after each response; nginx opens a new one.
