@@ -45,7 +45,13 @@ graceful_timeout = app_config.gunicorn_graceful_timeout
 worker_class = "sync"
 # nginx buffers slow clients, so a sync worker only ever waits on PostgreSQL; the backlog
 # holds the connections that arrive while every worker is busy (and during a reload).
-backlog = 2048
+# Beyond capacity it holds what arrives within QUEUE_BUDGET_MS: older requests are refused
+# at once (booking.http.queueing), so it grows no further. A 2-core host serves 800-1,650
+# bookings or reads a second (BENCHMARKS.md): at twice that, 500 ms bring up to ~1,650
+# connections, near gunicorn's default of 2,048, which a bigger host passes. A full backlog
+# drops a new connection's handshake, and TCP sends it again a second later: already late.
+# 4,096 is the kernel's default ceiling (net.core.somaxconn, Linux 5.4 and later).
+backlog = 4096
 
 # Sync workers close the connection after each response; nginx opens a new one.
 keepalive = 2

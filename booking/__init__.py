@@ -8,7 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from booking.auth import policy as auth
 from booking.config import Config
 from booking.db import Database, database_url
-from booking.http import limits, routing
+from booking.http import limits, queueing, routing
 from booking.http.errors import register_error_handlers
 from booking.ops import cli, logs, metrics
 from booking.resources import (
@@ -57,6 +57,9 @@ def create_app(config: Config | None = None) -> Flask:
         app.config["DATABASE_URL"], config.db_statement_timeout_ms, config.db_connect_timeout_s
     )
     logs.configure_logging(app)
+    # The first check of every request: one that waited too long for a worker is refused
+    # before anything else is done for it.
+    queueing.init_app(app)
     if config.trusted_proxies:
         # Exactly that many hops are believed; anything a client put before them is ignored.
         n = config.trusted_proxies

@@ -52,6 +52,24 @@ def with_headers(response: dict, **headers: str) -> dict:
     return {**response, "headers": {**response.get("headers", {}), **named}}
 
 
+def error_codes(response: dict) -> list[str]:
+    """The codes of an answer made by error()."""
+    return response["content"][JSON]["schema"]["allOf"][1]["properties"]["error"]["enum"]
+
+
+def either(first: dict | None, second: dict) -> dict:
+    """Two error answers of one status as one: both descriptions, codes and headers."""
+    if first is None:
+        return second
+    merged = error(
+        f"{first['description']} {second['description']}",
+        *error_codes(first),
+        *error_codes(second),
+    )
+    headers = {**first.get("headers", {}), **second.get("headers", {})}
+    return {**merged, "headers": headers} if headers else merged
+
+
 def rate_limited(description: str) -> dict:
     """A 429 rate_limited, with the Retry-After header."""
     return with_headers(error(description, "rate_limited"), **{"Retry-After": "RetryAfter"})

@@ -14,7 +14,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, current_app
 
-from booking.http import apidoc, caching, idempotency
+from booking.http import apidoc, caching, idempotency, queueing
 
 # Routes that are not part of the API: the docs page's own scripts and styles.
 UNDOCUMENTED = {"static", "openapi.docs_asset"}
@@ -73,10 +73,14 @@ def _paths(app: Flask) -> dict[str, dict[str, dict]]:
             if operation is None:
                 raise LookupError(f"{method} {rule.rule} has no OpenAPI description")
             operation_id = f"{rule.endpoint.replace('.', '_')}_{method.lower()}"
+            described = operation.to_dict(config)
+            if queueing.may_refuse(rule.rule, config):
+                responses = described["responses"]
+                responses["503"] = apidoc.either(responses.get("503"), queueing.OVERLOADED)
             # A copy: apispec writes the $ref of each schema into what it is given.
             paths.setdefault(_flask_path(rule.rule), {})[method.lower()] = {
                 "operationId": operation_id,
-                **copy.deepcopy(operation.to_dict(config)),
+                **copy.deepcopy(described),
             }
     return paths
 
