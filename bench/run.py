@@ -17,6 +17,10 @@ per-address limits: all the load comes from one address). Per run:
   pgbench the same reserve_seat() call straight to PostgreSQL on a hot event: 64 clients
           (empty and 90% full), one client per gunicorn worker, and one client per worker
           again while wrk loads GET /health (the CPUs shared as they are under (a))
+  refusals pgbench on a sold-out event, 64 clients, a pair in turns: reserve_seat(), whose
+          refusal is read without the event lock, and reserve_seat_locked()
+          (bench/reserve_seat_locked.sql, installed in the bench's database only), the
+          function as it was before, every call under the lock
 
 After every scenario the database invariants are checked and the run stops with a
 non-zero exit when one breaks. Before the load, a wire-level proxy counts the round trips
@@ -65,6 +69,7 @@ ROOT = BENCH.parent
 HOT_SEATS = 100_000
 PREFILLED = 90_000
 SPREAD_EVENTS = 1_000
+SOLD_OUT_SEATS = 1_000
 
 
 class InvariantBroken(Exception):
@@ -497,8 +502,11 @@ def pgbench_scenario(
     event_id: int,
     clients: int,
     workdir: Path,
+    script: str = "reserve.sql",
+    books: bool = True,
 ) -> Result:
-    """The same reserve_seat() call from pgbench, one autocommit call per transaction."""
+    """The same reserve_seat() call from pgbench (or `script`'s), one autocommit call per
+    transaction; each books a seat, or none when `books` is false (a sold-out event)."""
     before_rows = booked_rows(conn, [event_id])
     logdir = Path(tempfile.mkdtemp(dir=workdir))
     command = [
@@ -507,7 +515,7 @@ def pgbench_scenario(
         f"--client={clients}",
         f"--jobs={min(args.threads, clients)}",
         f"--time={args.duration}",
-        f"--file={BENCH / 'reserve.sql'}",
+        f"--file={BENCH / script}",
         f"--define=event_id={event_id}",
         "--log",
         f"--log-prefix={logdir / 'tx'}",
@@ -525,7 +533,8 @@ def pgbench_scenario(
     cpu = CpuMeter.per_request(cpu_before, meter.sample(), len(latencies))
     cpu["gunicorn"] = cpu["nginx"] = 0.0  # idle meanwhile
     created = booked_rows(conn, [event_id]) - before_rows
-    check_invariants(database_url, name, created, len(latencies), "pgbench transactions")
+    acknowledged = len(latencies) if books else 0
+    check_invariants(database_url, name, created, acknowledged, "pgbench transactions")
     return Result(
         rps=tps,
         p50_ms=percentile(latencies, 50) / 1000,
@@ -682,6 +691,8 @@ SCENARIOS = [
     ("c_plain", "(e) availability, no holds"),
     ("a_holds", "(e) bookings, 100,000 expired + 1,000 live holds"),
     ("a_plain", "(e) bookings, no holds"),
+    ("pg_sold", "pgbench, sold out: reserve_seat(), refused without the lock"),
+    ("pg_locked", "pgbench, sold out: reserve_seat_locked(), under the lock"),
 ]
 
 # (label, first side, second side, goal for first / second), each pair measured side by side.
@@ -695,6 +706,10 @@ SERVICE_VS_FLOOR = [
 HOLDS_VS_NONE = [
     ("availability reads", "c_holds", "c_plain", 1 / 1.2),
     ("bookings", "a_holds", "a_plain", 1 / 1.2),
+]
+# Refusals on a sold-out event read without the event lock, against every call under it.
+LOCK_FREE_VS_LOCKED = [
+    ("sold-out refusals, pgbench", "pg_sold", "pg_locked", 3.0),
 ]
 NGINX_VS_DIRECT = [
     ("availability reads over 1,000 events", "nginx_c", "direct_c", 3.0),
@@ -732,6 +747,8 @@ def one_run(
     )
     for event in (full, full2, pg_full):
         prefill(conn, event[0], PREFILLED)
+    sold_out = create_events(conn, 1, SOLD_OUT_SEATS, f"sold out {number}")
+    prefill(conn, sold_out[0], SOLD_OUT_SEATS)
     add_holds(conn, held[0])
     checkpoint(conn)
     workers = len(service.worker_pids())
@@ -754,9 +771,11 @@ def one_run(
         neither always runs first (after the same scenario, on a warmer or cooler machine)."""
         return list(sides) if number % 2 else list(reversed(sides))
 
-    def pgbench(name: str, event: list[int], clients: int) -> Callable[[], Result]:
+    def pgbench(
+        name: str, event: list[int], clients: int, script: str = "reserve.sql", books: bool = True
+    ) -> Callable[[], Result]:
         return lambda: pgbench_scenario(
-            name, database_url, meter, conn, args, event[0], clients, workdir
+            name, database_url, meter, conn, args, event[0], clients, workdir, script, books
         )
 
     def beside_health_load(scenario: Callable[[], Result]) -> Callable[[], Result]:
@@ -806,6 +825,19 @@ def one_run(
         ),
         ("pg_w", pgbench("pgbench (workers)", pg_workers, workers)),
         ("pg_w_busy", beside_health_load(pgbench("pgbench (busy)", pg_workers, workers))),
+        *pair(
+            ("pg_sold", pgbench("pgbench sold out", sold_out, args.connections, books=False)),
+            (
+                "pg_locked",
+                pgbench(
+                    "pgbench sold out, locked",
+                    sold_out,
+                    args.connections,
+                    "reserve_locked.sql",
+                    books=False,
+                ),
+            ),
+        ),
         *pair(
             ("b", wrk("(b)", "reserve", spread)),
             ("floor_b", wrk("floor (b)", "reserve", floor_spread, floor)),
@@ -875,6 +907,7 @@ def print_table(runs: list[dict[str, Result]]) -> None:
         ("Service / floor", SERVICE_VS_FLOOR),
         ("Expired holds / none", HOLDS_VS_NONE),
         ("Through nginx / direct to gunicorn", NGINX_VS_DIRECT),
+        ("Sold out, refused without the lock / under it", LOCK_FREE_VS_LOCKED),
     ):
         print()
         print(f"{title}, side by side: median ratio, goal; then each run's req/s and ratio:")
@@ -937,6 +970,8 @@ def main() -> None:
     try:
         conn = connect(database_url)
         print(f"postgres {one(conn, 'SHOW server_version')[0]}, fresh database {name}")
+        # The booking function as it was, for the sold-out pair only: never a migration.
+        conn.cursor().execute((BENCH / "reserve_seat_locked.sql").read_text())
 
         print("\nRound trips to PostgreSQL per request, counted on the wire:")
         for label, trips, connections, statements in count_round_trips(database_url, workdir):

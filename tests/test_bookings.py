@@ -1,12 +1,18 @@
 """Reserve, cancel and look up: in-process against real PostgreSQL, races against gunicorn."""
 
+import dataclasses
 import re
 import threading
 from collections import Counter
 
+import psycopg2
+import pytest
 import requests
 
+from booking import create_app
+from harness import wait_for
 from harness.http import BOOKINGS, CANCEL, EVENTS, RESERVE, overlap, post_json
+from harness.invariants import check_bookings
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -76,6 +82,133 @@ def test_already_booked_wins_over_sold_out(client, make_event):
 def test_unknown_event_is_404(client):
     response = reserve(client, 2147483647, "alice")
     assert (response.status_code, response.get_json()) == (404, {"error": "event_not_found"})
+
+
+# Refusals the committed state already decides are read without the event's lock
+# (decided_refusal()); everything else still waits for it.
+
+# What this transaction has done so far: its transaction id (NULL until it writes) and the
+# advisory locks it holds.
+WRITES_AND_LOCKS = """
+SELECT pg_current_xact_id_if_assigned() IS NOT NULL,
+       (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')
+"""
+RESERVE_SEAT = "SELECT status, body FROM reserve_seat(%s, %s, %s, 'fingerprint', 60, 60)"
+
+
+def test_a_decided_refusal_writes_nothing_and_takes_no_lock(database_url, make_event):
+    sold_out, free = make_event(0), make_event(1)
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(RESERVE_SEAT, (sold_out, "ann", None))
+            assert cur.fetchone() == (409, {"error": "sold_out"})
+            cur.execute(WRITES_AND_LOCKS)
+            assert cur.fetchone() == (False, 0)
+            # With a key the outcome is stored: a write, still no lock.
+            cur.execute(RESERVE_SEAT, (sold_out, "ann", f"decided-{sold_out}"))
+            assert cur.fetchone() == (409, {"error": "sold_out"})
+            cur.execute(WRITES_AND_LOCKS)
+            assert cur.fetchone() == (True, 0)
+            cur.execute(RESERVE_SEAT, (free, "ann", None))
+            assert cur.fetchone()[0] == 201
+            cur.execute(WRITES_AND_LOCKS)
+            assert cur.fetchone() == (True, 1)
+    finally:
+        conn.close()  # rolled back
+
+
+@pytest.fixture
+def patient_client(config):
+    """A statement timeout long enough to wait for a lock the test holds."""
+    return create_app(dataclasses.replace(config, db_statement_timeout_ms=30_000)).test_client()
+
+
+def test_decided_refusals_are_answered_while_the_event_lock_is_held(
+    client, patient_client, make_event, sql, database_url
+):
+    """client's statement timeout is 2 s: a request that queued for the lock would time out
+    (503), so each 409 or 404 below was answered without waiting for it."""
+    sold_out, free, missing = make_event(1), make_event(5), 2_000_000_000
+    assert reserve(client, sold_out, "ann").status_code == 201
+    assert reserve(client, free, "bob").status_code == 201
+    holder = psycopg2.connect(database_url)
+    try:
+        with holder.cursor() as cur:
+            for event_id in (sold_out, free, missing):
+                cur.execute("SELECT lock_event(%s)", (event_id,))
+        for event_id, user, answer in [
+            (sold_out, "cat", (409, {"error": "sold_out"})),
+            (sold_out, "ann", (409, {"error": "already_booked"})),  # wins over sold_out
+            (free, "bob", (409, {"error": "already_booked"})),
+            (missing, "cat", (404, {"error": "event_not_found"})),
+        ]:
+            response = reserve(client, event_id, user)
+            assert (response.status_code, response.get_json()) == answer, (event_id, user)
+        key = f"decided-under-lock-{sold_out}"
+        body = {"event_id": sold_out, "user_id": "dan"}
+        assert client.post(RESERVE, json=body, headers={"Idempotency-Key": key}).status_code == 409
+        assert sql("SELECT status FROM idempotency_keys WHERE key = %s", (key,)) == [(409,)]
+
+        # A seat is free: this one queues for the lock until it is released.
+        answered: list = []
+        booking = threading.Thread(
+            target=lambda: answered.append(reserve(patient_client, free, "eve"))
+        )
+        booking.start()
+        try:
+            wait_for(
+                lambda: sql(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND wait_event = 'advisory' AND query LIKE %s",
+                    (f"%reserve_seat({free}, 'eve'%",),
+                ),
+                "the booking to wait for the event lock",
+            )
+            assert not answered
+        finally:
+            holder.rollback()
+            booking.join()
+        assert answered[0].status_code == 201
+    finally:
+        holder.close()
+
+
+def test_a_hold_that_expired_unmarked_frees_its_seat(client, make_event, sql):
+    """held still counts a hold until the event is settled: only the locked path sees that
+    it expired, for its own user too."""
+    event_id = make_event(1)
+    sql(
+        "INSERT INTO holds (event_id, user_id, created_at, expires_at)"
+        " VALUES (%s, 'hana', now() - interval '2 minutes', now() - interval '1 minute')",
+        (event_id,),
+    )
+    assert sql("SELECT booked, held FROM event_seats WHERE event_id = %s", (event_id,)) == [(0, 1)]
+    assert reserve(client, event_id, "hana").status_code == 201
+    assert sql("SELECT status FROM holds WHERE event_id = %s", (event_id,)) == [("expired",)]
+    assert reserve(client, event_id, "bob").get_json() == {"error": "sold_out"}
+
+
+@pytest.mark.parametrize(
+    "seat_comes_back",
+    [
+        "UPDATE holds SET expires_at = now() - interval '1 second' WHERE event_id = %s",
+        "UPDATE events SET total_seats = total_seats + 1 WHERE id = %s",  # as a tool may
+    ],
+    ids=["hold-expired-unmarked", "seat-added-by-sql"],
+)
+def test_the_first_waiting_user_is_offered_the_seat_before_any_answer(
+    client, make_event, sql, seat_comes_back
+):
+    """A seat is back but not offered yet: the first waiting user is told already_held (the
+    offer made by settling), not sold_out; a newcomer is told sold_out."""
+    event_id = make_event(1)
+    ann = {"event_id": event_id, "user_id": "ann"}
+    assert client.post("/api/holds", json=ann).status_code == 201
+    assert client.post(f"{EVENTS}/{event_id}/waitlist", json={"user_id": "wes"}).status_code == 201
+    sql(seat_comes_back, (event_id,))
+    assert reserve(client, event_id, "wes").get_json() == {"error": "already_held"}
+    assert reserve(client, event_id, "zoe").get_json() == {"error": "sold_out"}
 
 
 def test_same_user_may_book_different_events(client, make_event):
@@ -212,3 +345,47 @@ def test_reserve_cancel_reserve_race_never_oversells(server, make_event, sql):
     assert samples and max(samples) <= 5
     assert sql("SELECT count(*) FROM bookings WHERE event_id = %s", (event_id,)) == [(holders,)]
     assert_availability(server, event_id, booked=holders, left=5 - holders)
+
+
+def test_sold_out_answers_stay_exact_while_the_last_booking_is_cancelled(
+    server, make_event, sql, database_url
+):
+    """300 newcomers refused without the lock, overlapping the cancel that frees a seat; then
+    buyers try until that seat is booked again: it is booked once, the event never more."""
+    seats = 5
+    event_id = make_event(seats)
+    reserve_url, cancel_url = f"{server.url}{RESERVE}", f"{server.url}{CANCEL}"
+    for i in range(seats):
+        owner = {"event_id": event_id, "user_id": f"owner-{i}"}
+        assert post_json(reserve_url, owner).status_code == 201
+
+    rush = [
+        lambda i=i: post_json(reserve_url, {"event_id": event_id, "user_id": f"rush-{i}"})
+        for i in range(300)
+    ]
+
+    def cancel_one() -> requests.Response:
+        return post_json(cancel_url, {"event_id": event_id, "user_id": "owner-0"})
+
+    responses = overlap([*rush[:150], cancel_one, *rush[150:]])
+    assert responses.pop(150).status_code == 200
+
+    def booked() -> int:
+        return sql("SELECT booked FROM event_seats WHERE event_id = %s", (event_id,))[0][0]
+
+    def freed_seat_taken() -> bool:
+        if booked() == seats:
+            return True
+        body = {"event_id": event_id, "user_id": f"buyer-{len(responses)}"}
+        responses.append(post_json(reserve_url, body))
+        return False
+
+    wait_for(freed_seat_taken, "the freed seat to be booked again")
+    outcomes = Counter((r.status_code, r.json().get("error")) for r in responses)
+    assert outcomes == {(201, None): 1, (409, "sold_out"): len(responses) - 1}
+    assert check_bookings(database_url, [event_id]) == []
+    [taker] = [r.json() for r in responses if r.status_code == 201]
+    owners = sql("SELECT id, user_id FROM bookings WHERE event_id = %s ORDER BY id", (event_id,))
+    assert len(owners) == seats and owners[-1] == (taker["booking_id"], taker["user_id"])
+    newcomer = post_json(reserve_url, {"event_id": event_id, "user_id": "late"})
+    assert newcomer.json() == {"error": "sold_out"}

@@ -3,6 +3,7 @@
 import dataclasses
 import re
 
+import psycopg2
 import pytest
 
 from booking import create_app
@@ -123,6 +124,33 @@ def test_refusals_in_the_contracts_order(client, make_event, sql):
     # already_booked wins over a closed sale; a newcomer hears that the sale has not started.
     assert hold(client, booked, "ann").get_json() == {"error": "already_booked"}
     assert hold(client, booked, "cat").get_json() == {"error": "sales_not_started"}
+
+
+def test_decided_refusals_are_answered_while_the_event_lock_is_held(
+    client, make_event, database_url
+):
+    """As reserve's (tests/test_bookings.py): client's 2 s statement timeout would turn a
+    wait for the lock into a 503."""
+    event_id = make_event(1)
+    assert hold(client, event_id, "ann").status_code == 201
+    holder = psycopg2.connect(database_url)
+    try:
+        holder.cursor().execute("SELECT lock_event(%s)", (event_id,))
+        assert hold(client, event_id, "ann").get_json() == {"error": "already_held"}
+        assert hold(client, event_id, "bob").get_json() == {"error": "sold_out"}
+    finally:
+        holder.close()
+
+
+def test_a_hold_that_expired_unmarked_leaves_its_seat_to_a_new_hold(client, make_event, sql):
+    event_id = make_event(1)
+    sql(
+        "INSERT INTO holds (event_id, user_id, created_at, expires_at)"
+        " VALUES (%s, 'ann', now() - interval '2 minutes', now() - interval '1 minute')",
+        (event_id,),
+    )
+    assert hold(client, event_id, "ann").status_code == 201
+    assert hold(client, event_id, "bob").get_json() == {"error": "sold_out"}
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,11 @@ BEGIN
         RETURN;
     END IF;
 
-    v_now := lock_and_settle(p_event_id, p_offer_seconds);
-    refusal := seat_refusal(p_event_id, p_user_id, v_now);
+    refusal := decided_refusal(p_event_id, p_user_id);
+    IF refusal IS NULL THEN
+        v_now := lock_and_settle(p_event_id, p_offer_seconds);
+        refusal := seat_refusal(p_event_id, p_user_id, v_now);
+    END IF;
 
     IF refusal IS NULL THEN
         INSERT INTO holds (event_id, user_id, created_at, expires_at)

@@ -16,10 +16,14 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Each statement below takes a fresh snapshot, so it sees every change committed before
-    -- the lock was granted; the time it decides at is taken after the lock, too.
-    v_now := lock_and_settle(p_event_id, p_offer_seconds);
-    refusal := seat_refusal(p_event_id, p_user_id, v_now);
+    -- An answer the committed state already gives needs neither the lock nor a write.
+    refusal := decided_refusal(p_event_id, p_user_id);
+    IF refusal IS NULL THEN
+        -- Each statement below takes a fresh snapshot, so it sees every change committed
+        -- before the lock was granted; the time it decides at is taken after the lock, too.
+        v_now := lock_and_settle(p_event_id, p_offer_seconds);
+        refusal := seat_refusal(p_event_id, p_user_id, v_now);
+    END IF;
 
     IF refusal IS NULL THEN
         INSERT INTO bookings (event_id, user_id) VALUES (p_event_id, p_user_id)
