@@ -26,7 +26,8 @@ After every scenario the database invariants are checked and the run stops with 
 non-zero exit when one breaks. Before the load, a wire-level proxy counts the round trips
 to PostgreSQL of each kind of request. Figures are medians over the runs; ratios are taken
 within each run, then their median is shown with every run's value. `--profile` adds a
-py-spy summary of one worker during the first (a); `--quick` checks that it all works.
+py-spy summary of one worker during the first (a); `--quick` checks that it all works;
+`--only nginx` runs the nginx pairs alone (no round trips, no plans), a quick look at them.
 """
 
 import argparse
@@ -715,6 +716,10 @@ NGINX_VS_DIRECT = [
     ("availability reads over 1,000 events", "nginx_c", "direct_c", 3.0),
     ("bookings over 1,000 events", "nginx_b", "direct_b", 0.9),
 ]
+# The tail of the same reads through nginx and direct: nginx's p99 at most 2x direct's.
+NGINX_VS_DIRECT_P99 = [
+    ("availability reads over 1,000 events", "nginx_c", "direct_c", 2.0),
+]
 
 
 def one_run(
@@ -729,6 +734,38 @@ def one_run(
     workdir: Path,
 ) -> dict[str, Result]:
     spread = create_events(conn, SPREAD_EVENTS, 1_000, f"spread {number}")
+
+    def wrk(
+        name: str,
+        kind: str,
+        events: list[int],
+        backend: Service | Floor = service,
+        url: str | None = None,
+        profiled: bool = False,
+    ) -> Callable[[], Result]:
+        profile_dir = workdir if profiled and args.profile and number == 1 else None
+        return lambda: wrk_scenario(
+            name, backend, meter, conn, database_url, args, kind, events, url, profile_dir
+        )
+
+    def pair(*sides: tuple[str, Callable[[], Result]]) -> list[tuple[str, Callable]]:
+        """Two sides one right after the other: A B in odd runs, B A in even ones, so that
+        neither always runs first (after the same scenario, on a warmer or cooler machine)."""
+        return list(sides) if number % 2 else list(reversed(sides))
+
+    through_nginx = [
+        *pair(
+            ("nginx_c", wrk("nginx (c)", "availability", spread, url=nginx_url)),
+            ("direct_c", wrk("direct (c)", "availability", spread)),
+        ),
+        *pair(
+            ("nginx_b", wrk("nginx (b)", "reserve", spread, url=nginx_url)),
+            ("direct_b", wrk("direct (b)", "reserve", spread)),
+        ),
+    ]
+    if args.only == "nginx":
+        return run_plan(number, through_nginx)
+
     floor_spread = create_events(conn, SPREAD_EVENTS, 1_000, f"floor spread {number}")
     hot, floor_hot, full, hot2, full2, pg_hot, pg_full, pg_workers, held, plain = (
         create_events(conn, 1, HOT_SEATS, f"{label} {number}")
@@ -752,24 +789,6 @@ def one_run(
     add_holds(conn, held[0])
     checkpoint(conn)
     workers = len(service.worker_pids())
-
-    def wrk(
-        name: str,
-        kind: str,
-        events: list[int],
-        backend: Service | Floor = service,
-        url: str | None = None,
-        profiled: bool = False,
-    ) -> Callable[[], Result]:
-        profile_dir = workdir if profiled and args.profile and number == 1 else None
-        return lambda: wrk_scenario(
-            name, backend, meter, conn, database_url, args, kind, events, url, profile_dir
-        )
-
-    def pair(*sides: tuple[str, Callable[[], Result]]) -> list[tuple[str, Callable]]:
-        """Two sides one right after the other: A B in odd runs, B A in even ones, so that
-        neither always runs first (after the same scenario, on a warmer or cooler machine)."""
-        return list(sides) if number % 2 else list(reversed(sides))
 
     def pgbench(
         name: str, event: list[int], clients: int, script: str = "reserve.sql", books: bool = True
@@ -854,15 +873,13 @@ def one_run(
             ("a_holds", wrk("(e) holds", "reserve", held)),
             ("a_plain", wrk("(e) plain", "reserve", plain)),
         ),
-        *pair(
-            ("nginx_c", wrk("nginx (c)", "availability", spread, url=nginx_url)),
-            ("direct_c", wrk("direct (c)", "availability", spread)),
-        ),
-        *pair(
-            ("nginx_b", wrk("nginx (b)", "reserve", spread, url=nginx_url)),
-            ("direct_b", wrk("direct (b)", "reserve", spread)),
-        ),
+        *through_nginx,
     ]
+    return run_plan(number, plan)
+
+
+def run_plan(number: int, plan: list[tuple[str, Callable]]) -> dict[str, Result]:
+    """Run each scenario in turn, printing its figures as it ends."""
     results = {}
     for key, run in plan:
         outcome = run()
@@ -889,7 +906,10 @@ def print_table(runs: list[dict[str, Result]]) -> None:
         " | CPU ms/req gunicorn / nginx / postgres / client |"
     )
     print("|---|--:|--:|--:|---|---|")
+    measured = runs[0].keys()  # all of SCENARIOS, or the nginx pairs alone (--only nginx)
     for key, label in SCENARIOS:
+        if key not in measured:
+            continue
         statuses: Counter = Counter()
         for run in runs:
             statuses.update(run[key].statuses)
@@ -906,9 +926,16 @@ def print_table(runs: list[dict[str, Result]]) -> None:
     for title, pairs in (
         ("Service / floor", SERVICE_VS_FLOOR),
         ("Expired holds / none", HOLDS_VS_NONE),
-        ("Through nginx / direct to gunicorn", NGINX_VS_DIRECT),
         ("Sold out, refused without the lock / under it", LOCK_FREE_VS_LOCKED),
+        ("Through nginx / direct to gunicorn", NGINX_VS_DIRECT),
     ):
+        pairs = [
+            (label, first, second, goal)
+            for label, first, second, goal in pairs
+            if first in measured
+        ]
+        if not pairs:
+            continue
         print()
         print(f"{title}, side by side: median ratio, goal; then each run's req/s and ratio:")
         for label, first, second, goal in pairs:
@@ -919,6 +946,18 @@ def print_table(runs: list[dict[str, Result]]) -> None:
             )
             met = "met" if statistics.median(values) >= goal else "missed"
             print(f"  {label:38} {statistics.median(values):5.2f}  (>= {goal:.2f} {met})  {each}")
+    print()
+    print("p99 through nginx / p99 direct, side by side: median ratio, goal; then each run's:")
+    for label, first, second, goal in NGINX_VS_DIRECT_P99:
+        values = [run[first].p99_ms / run[second].p99_ms for run in runs]
+        each = ", ".join(
+            f"{run[first].p99_ms:.1f}/{run[second].p99_ms:.1f} ms={value:.2f}"
+            for run, value in zip(runs, values, strict=True)
+        )
+        met = "met" if statistics.median(values) <= goal else "missed"
+        print(f"  {label:38} {statistics.median(values):5.2f}  (<= {goal:.2f} {met})  {each}")
+    if "a" not in measured:
+        return
     ratios = {
         "(a) / pgbench hot": [run["a"].rps / run["pg_a"].rps for run in runs],
         "(a) / pgbench hot, 1 per worker": [run["a"].rps / run["pg_w"].rps for run in runs],
@@ -951,7 +990,13 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy one worker during the first (a)"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--only",
+        choices=("all", "nginx"),
+        default="all",
+        help="nginx: only (c) and (b) through nginx and direct beside it, for a quick look",
+    )
+    args, _ = parser.parse_known_args()  # BENCH_ARGS may hold webhooks.py's options too
     if args.quick:
         args.runs, args.duration = 2, 1
 
@@ -973,10 +1018,11 @@ def main() -> None:
         # The booking function as it was, for the sold-out pair only: never a migration.
         conn.cursor().execute((BENCH / "reserve_seat_locked.sql").read_text())
 
-        print("\nRound trips to PostgreSQL per request, counted on the wire:")
-        for label, trips, connections, statements in count_round_trips(database_url, workdir):
-            shown = ", ".join(f"{n}x {text}" for text, n in statements.items()) or "none"
-            print(f"  {label:55} {trips:.2f}   ({shown}; new connections {connections})")
+        if args.only == "all":
+            print("\nRound trips to PostgreSQL per request, counted on the wire:")
+            for label, trips, connections, statements in count_round_trips(database_url, workdir):
+                shown = ", ".join(f"{n}x {text}" for text, n in statements.items()) or "none"
+                print(f"  {label:55} {trips:.2f}   ({shown}; new connections {connections})")
 
         service = Service(database_url, workdir / "gunicorn.log")
         floor = Floor(database_url, workdir / "gunicorn-floor.log")
@@ -997,7 +1043,8 @@ def main() -> None:
         )
         print_table(runs)
 
-        print_plans(conn)
+        if args.only == "all":
+            print_plans(conn)
         conn.close()
         failed = False
     except InvariantBroken as exc:

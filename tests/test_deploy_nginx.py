@@ -2,7 +2,11 @@
 multi-worker gunicorn that trusts exactly that one proxy."""
 
 import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
+import psycopg2
 import pytest
 import requests
 
@@ -175,3 +179,56 @@ def test_a_booking_shows_in_the_cached_availability_within_a_second(server, make
         "the booking in the availability nginx serves",
         timeout=1 + 2,
     )
+
+
+@contextmanager
+def reads_blocked(database_url: str) -> Iterator[Callable[[], int]]:
+    """Every read of an event waits while inside (a lock on event_seats that no read can
+    share, held by a transaction of ours); yields a count of the queries waiting on it."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE event_seats IN ACCESS EXCLUSIVE MODE")
+
+            def waiting() -> int:
+                cur.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                    " AND relation = 'event_seats'::regclass"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+                return cur.fetchone()[0]
+
+            yield waiting
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_a_read_during_the_first_fill_of_its_url_goes_to_gunicorn(
+    start_gunicorn, database_url, make_event
+):
+    """A URL not in the cache yet: a second read while the first is being filled is passed
+    to gunicorn too rather than wait for the fill (nginx's cache lock would hold it and look
+    again only every 500 ms); once filled, reads are answered from the cache."""
+    # Its reads stay blocked for as long as the test holds the lock, not 3 s.
+    gunicorn = start_gunicorn(env={"DB_STATEMENT_TIMEOUT_MS": "30000"}, workers=2)
+    nginx = start_nginx(gunicorn.port)
+    server = Proxied(nginx.url, gunicorn)
+    path = f"{EVENTS}/{make_event(5)}/availability"
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            with reads_blocked(database_url) as waiting:
+                first = pool.submit(nginx_get, server, path)
+                wait_for(lambda: waiting() == 1, "the first read to wait in PostgreSQL")
+                second = pool.submit(nginx_get, server, path)
+                # Shorter than the 5 s after which nginx's cache lock, were it on, would
+                # let the second read through anyway (proxy_cache_lock_timeout).
+                wait_for(lambda: waiting() == 2, "the second read to reach gunicorn", timeout=4)
+            answers = [first.result(), second.result()]
+        assert [a.status_code for a in answers] == [200, 200]
+        assert [a.headers["X-Cache-Status"] for a in answers] == ["MISS", "MISS"]
+        assert all(reached_gunicorn(server, a) for a in answers)
+        assert cached_read(server, path).json() == answers[0].json()
+    finally:
+        nginx.stop()
+        gunicorn.stop()
