@@ -139,8 +139,8 @@ def nginx_error_kinds(log: Path, offset: int) -> tuple[Counter, int]:
     for line in data[offset:].decode(errors="replace").splitlines():
         # "2024/01/01 00:00:00 [alert] 12#12: *3 1024 worker_connections are not enough ..."
         text = line.split("] ", 1)[-1].split(": ", 1)[-1]
-        kind = " ".join(word for word in text.split(",")[0].split() if not word[0].isdigit())
-        kinds[kind.lstrip("*").strip()[:70]] += 1
+        words = text.split(",")[0].split()
+        kinds[" ".join(w for w in words if not w.lstrip("*")[:1].isdigit())[:70]] += 1
     return kinds, len(data)
 
 

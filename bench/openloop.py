@@ -35,6 +35,8 @@ TIMEOUT_S = 15.0
 # Linux: take the source port at connect(), not bind(), so one address serves any number
 # of destinations (include/uapi/linux/in.h).
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+# Ready sockets served between two looks at the buyers due: a few ms of work.
+ARRIVALS_EVERY = 32
 # How much a root generator raises its priority: above gunicorn, nginx and PostgreSQL, so
 # that the load is sent on time and the lag measured is the server's.
 NICE = -10
@@ -207,13 +209,19 @@ class Load:
     def _open_loop(self, t0: float, rate: float, count: int) -> None:
         number = 0
         next_due: float | None = t0
-        while next_due is not None or self.in_flight or self.later:
+
+        def arrivals() -> float | None:
+            """Start every buyer due by now; when the next one is due."""
+            nonlocal number, next_due
             now = time.monotonic()
             while next_due is not None and next_due <= now:
                 self._start_buyer(number, next_due, now)
                 number += 1
                 next_due = t0 + number / rate if number < count else None
-            self._turn(next_due)
+            return next_due
+
+        while next_due is not None or self.in_flight or self.later:
+            self._turn(arrivals(), arrivals)
 
     def _closed_loop(self, t0: float, concurrency: int, duration: float) -> None:
         number = 0
@@ -230,9 +238,10 @@ class Load:
                     self._start_buyer(number, now, now)
                     number += 1
 
-    def _turn(self, next_due: float | None) -> None:
+    def _turn(self, next_due: float | None, arrivals: Callable[[], object] | None = None) -> None:
         """Send the next steps that are due, drop what timed out, then wait for sockets
-        until the next thing to do."""
+        until the next thing to do and serve them, starting the buyers that fall due
+        meanwhile (`arrivals`): thousands of sockets may be ready at once."""
         now = time.monotonic()
         while self.later and self.later[0][0] <= now:
             _, _, buyer, data = heapq.heappop(self.later)
@@ -245,8 +254,10 @@ class Load:
         if self.in_flight:
             wake.append(self.in_flight[0].deadline)
         wait = max(0.0, min(wake) - now) if wake else 0.05
-        for key, _ in self.selector.select(wait):
+        for done, (key, _) in enumerate(self.selector.select(wait), 1):
             self._ready(key.data)
+            if arrivals and done % ARRIVALS_EVERY == 0:
+                arrivals()
 
     def _start_buyer(self, number: int, due: float, now: float) -> None:
         buyer = Buyer(number, due, self.sources[number % len(self.sources)])
