@@ -51,8 +51,8 @@ CONCURRENCY = 64
 CAPACITY_S = 3
 SUSTAINED_S = 30
 P99_GOAL_S = 1.0
-# Two connections per request waiting in gunicorn's backlog: at 2x capacity, a budget's
-# worth of requests (QUEUE_BUDGET_MS) is over 1,000 of them.
+# Two connections per request waiting in gunicorn's backlog: at twice a capacity of 2,000 a
+# second, a budget's worth (QUEUE_BUDGET_MS, 500 ms) is 2,000 requests, 4,000 connections.
 NGINX_WORKER_CONNECTIONS = 4096
 # A buyer whose confirm was refused (503) tries it again after its Retry-After, as a buyer
 # with a seat on hold would: the seat is sold only once it is confirmed.
