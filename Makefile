@@ -80,9 +80,10 @@ sandbox: install ## docs/deploy.md run as written in a fresh Debian 12 container
 model: install ## The sale against its model, longer: SALE_MODEL_EXAMPLES (default 200) runs
 	SALE_MODEL_EXAMPLES=$${SALE_MODEL_EXAMPLES:-200} $(BIN)/pytest tests/test_sale_model.py
 
-bench: install ## The service against its floor, nginx, pgbench, webhooks; minutes (BENCH_ARGS=--quick: ~3)
+bench: install ## The service against its floor, nginx, pgbench, webhooks, an open-loop on-sale; minutes (BENCH_ARGS=--quick: ~3)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/webhooks.py $(BENCH_ARGS)
+	$(BIN)/python bench/onsale.py $(BENCH_ARGS)
 
 lint: install ## Check style and formatting with ruff
 	$(BIN)/ruff check .
