@@ -57,13 +57,13 @@ def create_app(config: Config | None = None) -> Flask:
         app.config["DATABASE_URL"], config.db_statement_timeout_ms, config.db_connect_timeout_s
     )
     logs.configure_logging(app)
-    # The first check of every request: one that waited too long for a worker is refused
-    # before anything else is done for it.
-    queueing.init_app(app)
     if config.trusted_proxies:
         # Exactly that many hops are believed; anything a client put before them is ignored.
         n = config.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    # The first check of every request, in front of all the rest: one that waited too long
+    # for a worker is refused before anything else is done for it.
+    queueing.init_app(app)
     auth.init_app(app)
     limits.init_limiter(app)
 

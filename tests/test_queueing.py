@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from booking.db.queries import EVENT_LOCK_NAMESPACE
+from booking.http.queueing import SHORT_WAIT, STANDING_FOR, Queue
 from harness import wait_for
 from harness.http import EVENTS, RESERVE, post_json
 from harness.receiver import Receiver
@@ -28,7 +29,7 @@ OVERLOADED = {"error": "overloaded"}
 @pytest.fixture(scope="module")
 def server(start_gunicorn):
     """A server of its own, so that its counters move only with this module's requests."""
-    return start_gunicorn(env={"QUEUE_BUDGET_MS": str(BUDGET_MS)}, workers=2)
+    return start_gunicorn(env={"QUEUE_BUDGET_MS": str(BUDGET_MS)}, workers=1)
 
 
 def stamp(seconds_ago: float, prefix: str = "t=") -> dict[str, str]:
@@ -88,13 +89,57 @@ def test_a_booking_that_waited_past_the_budget_is_refused_and_changes_nothing(
     assert booking_state(sql, event_id, key["Idempotency-Key"]) == (1, 1, 1)
 
 
+def no_standing_queue(server) -> None:
+    """A request taken up at once: the worker sees no standing queue after it."""
+    assert requests.get(f"{server.url}{EVENTS}", headers=stamp(0), timeout=10).ok
+
+
 def test_a_request_within_the_budget_is_served(server, make_event):
     event_id = make_event(5)
     body = {"event_id": event_id, "user_id": "bob"}
     # Waited half the budget: the request's own work fits in the other half.
     waited = stamp(BUDGET_MS / 2000)
+    no_standing_queue(server)
     assert post_json(f"{server.url}{RESERVE}", body, waited).status_code == 201
+    no_standing_queue(server)
     assert requests.get(f"{server.url}{EVENTS}/{event_id}", headers=waited, timeout=10).ok
+
+
+def test_while_a_queue_stands_a_request_past_the_short_wait_is_refused(server, make_event):
+    """Every request the one worker takes up waited a second, well within the budget: the
+    first are served, and once that has lasted STANDING_FOR they are refused. One taken up
+    at once shows the queue gone, and a second's wait is served again."""
+    url = f"{server.url}{EVENTS}/{make_event(5)}"
+    no_standing_queue(server)
+    answers = []
+    while len(answers) < 5000 and (not answers or answers[-1].status_code == 200):
+        answers.append(requests.get(url, headers=stamp(1), timeout=10))
+    assert answers[0].status_code == 200
+    assert_overloaded(answers[-1])
+    no_standing_queue(server)
+    assert requests.get(url, headers=stamp(1), timeout=10).status_code == 200
+
+
+def test_the_standing_queue_rule_counts_from_the_first_long_wait():
+    queue = Queue(budget=0.5)
+    long_wait, short_wait = SHORT_WAIT * 2, SHORT_WAIT / 2
+    assert not queue.late(long_wait, now=100.0)
+    assert not queue.late(long_wait, now=100.0 + STANDING_FOR / 2)
+    assert queue.late(0.6, now=100.0 + STANDING_FOR / 2)  # past the budget: always
+    assert queue.late(long_wait, now=100.01 + STANDING_FOR)
+    assert not queue.late(short_wait, now=100.02 + STANDING_FOR)  # the queue is gone
+    assert not queue.late(long_wait, now=100.03 + STANDING_FOR)
+    # A worker that took nothing up for STANDING_FOR (idle, or busy with one long request)
+    # counts anew from the next long wait.
+    assert not queue.late(long_wait, now=100.04 + 2.5 * STANDING_FOR)
+    assert not queue.late(long_wait, now=100.04 + 3 * STANDING_FOR)
+    assert queue.late(long_wait, now=100.05 + 3.5 * STANDING_FOR)
+
+
+def test_a_budget_under_the_short_wait_is_the_only_rule():
+    queue = Queue(budget=0.001)
+    assert queue.late(0.002, now=100.0)
+    assert not queue.late(0.0005, now=100.001)
 
 
 def test_every_route_but_the_probes_can_be_refused(server, make_event):

@@ -1,15 +1,25 @@
-"""Load shedding: a request that waited for a worker longer than QUEUE_BUDGET_MS is refused
-at once with 503 overloaded, before anything else looks at it.
+"""Load shedding: a request that waited for a worker too long is refused at once with 503
+overloaded, before anything else looks at it.
 
 nginx stamps every request it passes on with `X-Request-Start: t=<seconds>` (its $msec,
 deploy/nginx.conf) as it hands it to gunicorn; from then until a worker takes it up, the
 request waits in gunicorn's accept queue. In an on-sale rush beyond capacity that queue
 only grows: every request waits longer than the one before, and answers come when the
-client has long given up. Refusing the late ones costs a fraction of serving them, so the
-workers catch up with the queue and every answer, served or refused, comes within about
-the budget. The refusal runs before the rate limiter, the body, authentication and any
-database call: it changes nothing and uses nobody's budget, and as a 5xx it is never
-stored for an Idempotency-Key, so a retry with the same key runs anew.
+client has long given up. Two rules keep it short:
+
+- a request that waited longer than QUEUE_BUDGET_MS is refused;
+- when the queue stands (every request this worker took up for STANDING_FOR had waited
+  longer than SHORT_WAIT), a request that waited longer than SHORT_WAIT is refused too.
+  The queue then drains to SHORT_WAIT, and the requests that are served are served about
+  as fast as at capacity, instead of each waiting out the whole budget first. This is
+  CoDel as Facebook applies it to server queues ("Fail at scale", ACM Queue 13:8, 2015).
+
+The refusal is a WSGI middleware in front of the Flask app, and does nothing but answer:
+in a flood the workers refuse several times as many requests a second as they can serve,
+and so catch up with the queue. It runs before the rate limiter, the body, authentication
+and any database call: it changes nothing and uses nobody's budget, and as a 5xx it is never
+stored for an Idempotency-Key, so a retry with the same key runs anew. Gunicorn's access
+line logs it, and /metrics counts it by route like any other answer.
 
 A request without the stamp (sent straight to gunicorn), or with one that does not parse
 or lies in the future (the clocks apart), is served: the header is nginx's note, never a
@@ -19,26 +29,38 @@ it is, not a queue.
 
 import re
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask
+from werkzeug.exceptions import HTTPException
 
 from booking.http import apidoc
-from booking.http.errors import ApiError
+from booking.ops import logs, metrics
 
 HEADER = "X-Request-Start"
+ENVIRON_KEY = "HTTP_X_REQUEST_START"
 # "t=1700000000.123" as nginx writes it, or the bare seconds; nothing else.
 STAMP = re.compile(r"(?:t=)?(\d{1,12}(?:\.\d{1,9})?)")
+# The standing-queue rule (above): a worker serves a request that waited up to SHORT_WAIT
+# whatever came before it, and one that waited longer only until requests that waited
+# longer have been all it saw for STANDING_FOR. A worker that took nothing up for
+# STANDING_FOR (idle, or on one long request) starts counting again.
+SHORT_WAIT = 0.05
+STANDING_FOR = 0.1
 # A second: the queue is drained within about one budget, and the nginx in front answers
 # its own 429 with the same.
 RETRY_AFTER_SECONDS = 1
 NEVER_REFUSED = frozenset({"/health", "/ready", "/metrics"})
+BODY = b'{"error":"overloaded"}\n'
 # Added to the 503 of every other route in /openapi.json (booking.http.openapi).
 OVERLOADED = apidoc.with_headers(
     apidoc.error(
-        "Overloaded: the request waited for a worker longer than QUEUE_BUDGET_MS and was"
-        " refused at once, having changed nothing (`overloaded`, with Retry-After); retry"
-        " it, with its Idempotency-Key if it has one.",
+        "Overloaded: the request waited for a worker too long (longer than QUEUE_BUDGET_MS,"
+        " or past a short wait while a queue stands) and was refused at once, having changed"
+        " nothing (`overloaded`, with Retry-After); retry it, with its Idempotency-Key if it"
+        " has one.",
         "overloaded",
     ),
     **{"Retry-After": "RetryAfter"},
@@ -51,12 +73,26 @@ def waited_seconds(stamp: str, now: float) -> float | None:
     return now - float(match[1]) if match else None
 
 
-def refused(path: str, stamp: str | None, budget_seconds: float) -> bool:
-    """Whether the request waited past the budget (a future stamp waited less than 0)."""
-    if stamp is None or path in NEVER_REFUSED:
-        return False
-    waited = waited_seconds(stamp, time.time())
-    return waited is not None and waited > budget_seconds
+@dataclass
+class Queue:
+    """What one worker has seen of the queue in front of it."""
+
+    budget: float
+    # Since when every request taken up had waited longer than the short wait; None when
+    # the last one had not.
+    long_since: float | None = None
+    last_taken: float = 0.0
+
+    def late(self, waited: float, now: float) -> bool:
+        """Whether a request taken up at `now`, after waiting `waited` seconds, is refused."""
+        gap = now - self.last_taken
+        self.last_taken = now
+        if waited <= min(SHORT_WAIT, self.budget):
+            self.long_since = None
+            return False
+        if self.long_since is None or gap > STANDING_FOR:
+            self.long_since = now
+        return waited > self.budget or now - self.long_since > STANDING_FOR
 
 
 def may_refuse(path: str, config: Any) -> bool:
@@ -64,16 +100,47 @@ def may_refuse(path: str, config: Any) -> bool:
     return bool(config.queue_budget_ms) and path not in NEVER_REFUSED
 
 
+class RefuseLateRequests:
+    """The WSGI app in front of Flask's: answers a late request itself."""
+
+    def __init__(self, app: Flask, budget_seconds: float) -> None:
+        self.app = app
+        self.wsgi_app = app.wsgi_app
+        self.queue = Queue(budget_seconds)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        stamp = environ.get(ENVIRON_KEY)
+        if stamp is None or environ.get("PATH_INFO") in NEVER_REFUSED:
+            return self.wsgi_app(environ, start_response)
+        now = time.time()
+        waited = waited_seconds(stamp, now)
+        if waited is None or not self.queue.late(waited, now):
+            return self.wsgi_app(environ, start_response)
+        metrics.count_request(environ.get("REQUEST_METHOD", ""), self.route(environ), 503)
+        given = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = given if logs.VALID_REQUEST_ID.match(given) else logs.new_request_id()
+        start_response(
+            "503 SERVICE UNAVAILABLE",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(BODY))),
+                ("Retry-After", str(RETRY_AFTER_SECONDS)),
+                (logs.REQUEST_ID_HEADER, request_id),
+            ],
+        )
+        return [BODY]
+
+    def route(self, environ: dict) -> str | None:
+        """The URL rule the request would have reached, for its series on /metrics."""
+        try:
+            rule, _ = self.app.url_map.bind_to_environ(environ).match(return_rule=True)
+        except HTTPException:
+            return None
+        return rule.rule
+
+
 def init_app(app: Flask) -> None:
-    """Refuse late requests, unless QUEUE_BUDGET_MS is 0; to be the first hook after the
-    request id is assigned (booking.ops.logs), so the refusal is logged with it."""
+    """Refuse late requests, unless QUEUE_BUDGET_MS is 0; to be the outermost WSGI layer."""
     budget_ms = app.config["BOOKING"].queue_budget_ms
-    if not budget_ms:
-        return
-    budget_seconds = budget_ms / 1000
-
-    def refuse_late_requests() -> None:
-        if refused(request.path, request.headers.get(HEADER), budget_seconds):
-            raise ApiError(503, "overloaded", {"Retry-After": str(RETRY_AFTER_SECONDS)})
-
-    app.before_request(refuse_late_requests)
+    if budget_ms:
+        app.wsgi_app = RefuseLateRequests(app, budget_ms / 1000)  # type: ignore[method-assign]

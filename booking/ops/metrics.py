@@ -103,6 +103,11 @@ def _record_request(response: Response) -> Response:
     return response
 
 
+def count_request(method: str, rule: str | None, status: int) -> None:
+    """Counts an answer given before Flask saw the request (booking.http.queueing)."""
+    _series(method if method in METHODS else "other", rule, status)[0].inc()
+
+
 # The series of a request, looked up once per process: the labels are few (methods, URL
 # rules, statuses), and .labels() on every request costs more than the count itself.
 @functools.cache
