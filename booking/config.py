@@ -192,9 +192,11 @@ class Config:
     # 0 would turn gunicorn's worker timeout off: a stuck worker would never be replaced.
     gunicorn_timeout: int = number(30)
     gunicorn_graceful_timeout: int = number(30, minimum=0)
-    # Each worker is replaced after this many requests (give or take a tenth).
-    # 0: never.
-    gunicorn_max_requests: int = number(2000, minimum=0)
+    # Each worker is replaced after this many requests (give or take a tenth), against a
+    # slow leak. 0: never. A new worker imports the app again (about 0.35 s of CPU), and a
+    # refused request (503 overloaded) counts as one: at 2,000 a rush's refusals replaced
+    # every worker every few seconds, 55 times in 30 s, a third of the machine's CPU.
+    gunicorn_max_requests: int = number(50000, minimum=0)
     # A request that waited longer than this for a worker (since nginx stamped it, see
     # booking.http.queueing) is refused at once with 503 overloaded. 500 ms: every answer,
     # served or refused, then comes within about half a second plus the request's own work,
