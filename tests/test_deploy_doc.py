@@ -246,6 +246,10 @@ def test_the_deployment_page_works_verbatim_on_a_fresh_debian_12(container, tmp_
     assert container.shell(f"systemctl is-enabled {units}").split() == ["enabled"] * len(SERVICES)
     assert container.shell(f"systemctl is-active {units}").split() == ["active"] * len(SERVICES)
 
+    # Room for a rush: nginx runs with the connections the page gives it, not Debian's 768.
+    settings = container.shell("grep -E 'worker_(connections|rlimit)' /etc/nginx/nginx.conf")
+    assert "worker_connections 4096;" in settings and "worker_rlimit_nofile 16384;" in settings
+
     # A booking from the machine itself through nginx, gunicorn, PgBouncer to PostgreSQL.
     admin = "-H 'Authorization: Bearer CHANGE-ME-TOO'"
     json_body = "-H 'Content-Type: application/json'"
