@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from booking.db.queries import EVENT_LOCK_NAMESPACE
-from booking.http.queueing import SHORT_WAIT, STANDING_FOR, Queue
+from booking.http.queueing import IDLE, PRESSURE_WINDOW, SHORTEST_WAIT, Queue
 from harness import wait_for
 from harness.http import EVENTS, RESERVE, post_json
 from harness.receiver import Receiver
@@ -90,8 +90,9 @@ def test_a_booking_that_waited_past_the_budget_is_refused_and_changes_nothing(
 
 
 def no_standing_queue(server) -> None:
-    """A request taken up at once: the worker sees no standing queue after it."""
-    assert requests.get(f"{server.url}{EVENTS}", headers=stamp(0), timeout=10).ok
+    """Requests taken up at once: the worker sees no standing queue after them."""
+    for _ in range(PRESSURE_WINDOW):
+        assert requests.get(f"{server.url}{EVENTS}", headers=stamp(0), timeout=10).ok
 
 
 def test_a_request_within_the_budget_is_served(server, make_event):
@@ -107,8 +108,8 @@ def test_a_request_within_the_budget_is_served(server, make_event):
 
 def test_while_a_queue_stands_a_request_past_the_short_wait_is_refused(server, make_event):
     """Every request the one worker takes up waited a second, well within the budget: the
-    first are served, and once that has lasted STANDING_FOR they are refused. One taken up
-    at once shows the queue gone, and a second's wait is served again."""
+    first are served, and once they are most of what it saw they are refused. Requests
+    taken up at once show the queue gone, and a second's wait is served again."""
     url = f"{server.url}{EVENTS}/{make_event(5)}"
     no_standing_queue(server)
     answers = []
@@ -120,20 +121,32 @@ def test_while_a_queue_stands_a_request_past_the_short_wait_is_refused(server, m
     assert requests.get(url, headers=stamp(1), timeout=10).status_code == 200
 
 
-def test_the_standing_queue_rule_counts_from_the_first_long_wait():
-    queue = Queue(budget=0.5)
-    long_wait, short_wait = SHORT_WAIT * 2, SHORT_WAIT / 2
-    assert not queue.late(long_wait, now=100.0)
-    assert not queue.late(long_wait, now=100.0 + STANDING_FOR / 2)
-    assert queue.late(0.6, now=100.0 + STANDING_FOR / 2)  # past the budget: always
-    assert queue.late(long_wait, now=100.01 + STANDING_FOR)
-    assert not queue.late(short_wait, now=100.02 + STANDING_FOR)  # the queue is gone
-    assert not queue.late(long_wait, now=100.03 + STANDING_FOR)
-    # A worker that took nothing up for STANDING_FOR (idle, or busy with one long request)
-    # counts anew from the next long wait.
-    assert not queue.late(long_wait, now=100.04 + 2.5 * STANDING_FOR)
-    assert not queue.late(long_wait, now=100.04 + 3 * STANDING_FOR)
-    assert queue.late(long_wait, now=100.05 + 3.5 * STANDING_FOR)
+def after_long_waits(count: int) -> tuple[Queue, float]:
+    """A worker's queue after `count` requests in a row that waited 0.2 s, 1 ms apart."""
+    queue, now = Queue(budget=0.5), 100.0
+    for _ in range(count):
+        queue.late(0.2, now)
+        now += 0.001
+    return queue, now
+
+
+def test_the_harder_the_rush_the_shorter_the_queue_kept():
+    queue, now = after_long_waits(30)  # under half of the last ~50: the budget alone
+    assert not queue.late(0.2, now)
+    queue, now = after_long_waits(40)  # a standing queue: cut to about 22 ms
+    assert queue.late(0.2, now)
+    queue, now = after_long_waits(40)
+    assert not queue.late(0.01, now)
+    queue, now = after_long_waits(200)  # nearly all: cut to the shortest wait, 5 ms
+    assert queue.late(0.01, now)
+    queue, now = after_long_waits(200)
+    assert not queue.late(SHORTEST_WAIT * 0.8, now)
+    assert Queue(budget=0.5).late(0.6, 100.0)  # past the budget: always
+
+
+def test_a_worker_that_took_nothing_up_for_a_while_starts_afresh():
+    queue, now = after_long_waits(200)
+    assert not queue.late(0.2, now + IDLE * 2)
 
 
 def test_a_budget_under_the_short_wait_is_the_only_rule():
