@@ -32,7 +32,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import openloop
 import run  # bench/run.py: the service as `make run` starts it, the invariants, the machine
@@ -40,7 +39,7 @@ from openloop import Answer, Buyer, Load, Result, percentile, request
 
 from booking.config import Config
 from booking.db import database_url as resolve_database_url
-from harness.database import create_database, drop_database
+from harness.database import create_database
 from harness.http import RESERVE
 from harness.servers import start_nginx
 
@@ -115,9 +114,12 @@ class Row:
 
     def served(self) -> list[float]:
         """Latencies of the buyers told 201 or 409: those the sale served."""
-        return self.result.latencies(
-            {o for o in self.result.answers if o.startswith(("201", "409"))}
-        )
+        return self.result.latencies({o for o in self.result.answers if served(o)})
+
+
+def served(outcome: str) -> bool:
+    """A 201 or a 409: the sale answered the buyer, as opposed to refusing to (503, 429)."""
+    return outcome.startswith(("201", "409"))
 
 
 def listen_drops() -> int:
@@ -227,14 +229,13 @@ class Sale:
         def closed(buyers: Load) -> tuple[Result, float]:
             """Buyers served a second: a 503 overloaded (64 at a time is a queue the
             service may shed) is an answer, not capacity."""
-            result, _ = buyers.closed(CONCURRENCY, self.capacity_s)
-            served = [
+            result = buyers.closed(CONCURRENCY, self.capacity_s)
+            in_time = [
                 b
                 for b in result.buyers
-                if b.outcome.startswith(("201", "409"))
-                and b.done - result.started <= self.capacity_s
+                if served(b.outcome) and b.done - result.started <= self.capacity_s
             ]
-            return result, len(served) / self.capacity_s
+            return result, len(in_time) / self.capacity_s
 
         return self.row(path, variant, "capacity", closed)
 
@@ -321,7 +322,6 @@ def main() -> None:
     print("\nThe on-sale, open loop")
     server = resolve_database_url(Config.from_env())
     database_url = create_database(server, "booking_onsale")
-    name = urlsplit(database_url).path.lstrip("/")
     workdir = Path(tempfile.mkdtemp(prefix="booking-onsale-"))
     service = nginx = None
     failed = True
@@ -376,14 +376,7 @@ def main() -> None:
             for log in ("error.log", "booking.error.log"):
                 with contextlib.suppress(OSError):
                     shutil.copy(nginx.workdir.path / log, workdir / f"nginx-{log}")
-        for running in (nginx, service):
-            if running:
-                running.stop()
-        if args.keep or failed:
-            print(f"\nkept: database {name}, logs in {workdir}", file=sys.stderr)
-        else:
-            drop_database(server, database_url)
-            shutil.rmtree(workdir, ignore_errors=True)
+        run.clean_up([nginx, service], args.keep or failed, server, database_url, workdir)
 
 
 if __name__ == "__main__":

@@ -178,12 +178,10 @@ class Load:
         """`count` buyers, buyer i due at t0 + i/rate whatever the answers."""
         return self._run(lambda t0: self._open_loop(t0, rate, count))
 
-    def closed(self, concurrency: int, duration: float) -> tuple[Result, float]:
+    def closed(self, concurrency: int, duration: float) -> Result:
         """`concurrency` buyers at a time, each followed by the next as soon as it is
-        answered, for `duration` s; the result and buyers answered a second (capacity)."""
-        result = self._run(lambda t0: self._closed_loop(t0, concurrency, duration))
-        finished = [b for b in result.buyers if b.done - result.started <= duration]
-        return result, len(finished) / duration
+        answered, for `duration` s."""
+        return self._run(lambda t0: self._closed_loop(t0, concurrency, duration))
 
     # ------------------------------------------------------------ the loop
 

@@ -923,39 +923,16 @@ def print_table(runs: list[dict[str, Result]]) -> None:
             f"| {label} | {median(key, 'rps'):.0f} | {median(key, 'p50_ms'):.1f} "
             f"| {median(key, 'p99_ms'):.1f} | {status_text} | {cpu} |"
         )
-    for title, pairs in (
-        ("Service / floor", SERVICE_VS_FLOOR),
-        ("Expired holds / none", HOLDS_VS_NONE),
-        ("Sold out, refused without the lock / under it", LOCK_FREE_VS_LOCKED),
-        ("Through nginx / direct to gunicorn", NGINX_VS_DIRECT),
+    for title, pairs, attr in (
+        ("Service / floor", SERVICE_VS_FLOOR, "rps"),
+        ("Expired holds / none", HOLDS_VS_NONE, "rps"),
+        ("Sold out, refused without the lock / under it", LOCK_FREE_VS_LOCKED, "rps"),
+        ("Through nginx / direct to gunicorn", NGINX_VS_DIRECT, "rps"),
+        ("p99 through nginx / p99 direct", NGINX_VS_DIRECT_P99, "p99_ms"),
     ):
-        pairs = [
-            (label, first, second, goal)
-            for label, first, second, goal in pairs
-            if first in measured
-        ]
-        if not pairs:
-            continue
-        print()
-        print(f"{title}, side by side: median ratio, goal; then each run's req/s and ratio:")
-        for label, first, second, goal in pairs:
-            values = [run[first].rps / run[second].rps for run in runs]
-            each = ", ".join(
-                f"{run[first].rps:.0f}/{run[second].rps:.0f}={value:.2f}"
-                for run, value in zip(runs, values, strict=True)
-            )
-            met = "met" if statistics.median(values) >= goal else "missed"
-            print(f"  {label:38} {statistics.median(values):5.2f}  (>= {goal:.2f} {met})  {each}")
-    print()
-    print("p99 through nginx / p99 direct, side by side: median ratio, goal; then each run's:")
-    for label, first, second, goal in NGINX_VS_DIRECT_P99:
-        values = [run[first].p99_ms / run[second].p99_ms for run in runs]
-        each = ", ".join(
-            f"{run[first].p99_ms:.1f}/{run[second].p99_ms:.1f} ms={value:.2f}"
-            for run, value in zip(runs, values, strict=True)
-        )
-        met = "met" if statistics.median(values) <= goal else "missed"
-        print(f"  {label:38} {statistics.median(values):5.2f}  (<= {goal:.2f} {met})  {each}")
+        pairs = [pair for pair in pairs if pair[1] in measured]
+        if pairs:
+            print_ratios(runs, title, pairs, attr)
     if "a" not in measured:
         return
     ratios = {
@@ -975,6 +952,39 @@ def print_table(runs: list[dict[str, Result]]) -> None:
     for label, values in ratios.items():
         each = ", ".join(f"{value:.2f}" for value in values)
         print(f"  {label:36} {statistics.median(values):.2f}   ({each})")
+
+
+def print_ratios(runs: list[dict[str, Result]], title: str, pairs: list[tuple], attr: str) -> None:
+    """Each pair's ratio of `attr` within every run, and its median against the goal: at
+    least the goal for throughput (rps), at most for a latency (p99_ms)."""
+    at_most = attr != "rps"
+    shown, digits, unit = ("p99", 1, " ms") if at_most else ("req/s", 0, "")
+    print()
+    print(f"{title}, side by side: median ratio, goal; then each run's {shown} and ratio:")
+    for label, first, second, goal in pairs:
+        values = [getattr(run[first], attr) / getattr(run[second], attr) for run in runs]
+        each = ", ".join(
+            f"{getattr(run[first], attr):.{digits}f}/{getattr(run[second], attr):.{digits}f}"
+            f"{unit}={value:.2f}"
+            for run, value in zip(runs, values, strict=True)
+        )
+        median = statistics.median(values)
+        met = "met" if (median <= goal if at_most else median >= goal) else "missed"
+        print(f"  {label:38} {median:5.2f}  ({'<=' if at_most else '>='} {goal:.2f} {met})  {each}")
+
+
+def clean_up(running: list, keep: bool, server: str, database_url: str, workdir: Path) -> None:
+    """Stop what runs; keep the database and logs when asked to or after a failure, else
+    drop and delete them (bench/onsale.py too)."""
+    for process in running:
+        if process:
+            process.stop()
+    if keep:
+        name = urlsplit(database_url).path.lstrip("/")
+        print(f"\nkept: database {name}, logs in {workdir}", file=sys.stderr)
+    else:
+        drop_database(server, database_url)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -1051,14 +1061,7 @@ def main() -> None:
         print(f"\nINVARIANT BROKEN: {exc}", file=sys.stderr)
         sys.exit(1)
     finally:
-        for running in (nginx, floor, service):
-            if running:
-                running.stop()
-        if args.keep or failed:
-            print(f"\nkept: database {name}, logs in {workdir}", file=sys.stderr)
-        else:
-            drop_database(server, database_url)
-            shutil.rmtree(workdir, ignore_errors=True)
+        clean_up([nginx, floor, service], args.keep or failed, server, database_url, workdir)
 
 
 def _postmaster_pid(conn) -> int | None:

@@ -42,7 +42,7 @@ from booking.http import apidoc
 from booking.ops import logs, metrics
 
 HEADER = "X-Request-Start"
-ENVIRON_KEY = "HTTP_X_REQUEST_START"
+ENVIRON_KEY = "HTTP_" + HEADER.upper().replace("-", "_")
 # "t=1700000000.123" as nginx writes it, or the bare seconds; nothing else.
 STAMP = re.compile(r"(?:t=)?(\d{1,12}(?:\.\d{1,9})?)")
 # The standing-queue rule (above). Pressure: of the last PRESSURE_WINDOW or so requests a
@@ -122,8 +122,7 @@ class RefuseLateRequests:
         if waited is None or not self.queue.late(waited, now):
             return self.wsgi_app(environ, start_response)
         metrics.count_request(environ.get("REQUEST_METHOD", ""), self.route(environ), 503)
-        given = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = given if logs.VALID_REQUEST_ID.match(given) else logs.new_request_id()
+        request_id = logs.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
         start_response(
             "503 SERVICE UNAVAILABLE",
             [

@@ -101,16 +101,20 @@ def configure_logging(app: Flask) -> None:
 
 
 def _assign_request_id() -> None:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = given if VALID_REQUEST_ID.match(given) else new_request_id()
+    g.request_id = request_id_for(request.headers.get(REQUEST_ID_HEADER, ""))
 
 
 def _return_request_id(response: Response) -> Response:
-    response.headers[REQUEST_ID_HEADER] = g.get("request_id") or new_request_id()
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id") or _new_request_id()
     return response
 
 
-def new_request_id() -> str:
+def request_id_for(given: str) -> str:
+    """The id a client sent, when usable, else a new one."""
+    return given if VALID_REQUEST_ID.match(given) else _new_request_id()
+
+
+def _new_request_id() -> str:
     """32 hex digits. An id must be unique, not unguessable: the random module (reseeded
     in every forked worker) makes one without a system call, unlike uuid4."""
     return f"{random.getrandbits(128):032x}"
