@@ -16,7 +16,6 @@ import pytest
 import requests
 
 from booking.db.queries import EVENT_LOCK_NAMESPACE
-from booking.http.queueing import IDLE, PRESSURE_WINDOW, SHORTEST_WAIT, Queue
 from harness import wait_for
 from harness.http import EVENTS, RESERVE, post_json
 from harness.receiver import Receiver
@@ -29,7 +28,7 @@ OVERLOADED = {"error": "overloaded"}
 @pytest.fixture(scope="module")
 def server(start_gunicorn):
     """A server of its own, so that its counters move only with this module's requests."""
-    return start_gunicorn(env={"QUEUE_BUDGET_MS": str(BUDGET_MS)}, workers=1)
+    return start_gunicorn(env={"QUEUE_BUDGET_MS": str(BUDGET_MS)}, workers=2)
 
 
 def stamp(seconds_ago: float, prefix: str = "t=") -> dict[str, str]:
@@ -89,70 +88,13 @@ def test_a_booking_that_waited_past_the_budget_is_refused_and_changes_nothing(
     assert booking_state(sql, event_id, key["Idempotency-Key"]) == (1, 1, 1)
 
 
-def no_standing_queue(server) -> None:
-    """Requests taken up at once: the worker sees no standing queue after them."""
-    for _ in range(PRESSURE_WINDOW):
-        assert requests.get(f"{server.url}{EVENTS}", headers=stamp(0), timeout=10).ok
-
-
 def test_a_request_within_the_budget_is_served(server, make_event):
     event_id = make_event(5)
     body = {"event_id": event_id, "user_id": "bob"}
     # Waited half the budget: the request's own work fits in the other half.
     waited = stamp(BUDGET_MS / 2000)
-    no_standing_queue(server)
     assert post_json(f"{server.url}{RESERVE}", body, waited).status_code == 201
-    no_standing_queue(server)
     assert requests.get(f"{server.url}{EVENTS}/{event_id}", headers=waited, timeout=10).ok
-
-
-def test_while_a_queue_stands_a_request_past_the_short_wait_is_refused(server, make_event):
-    """Every request the one worker takes up waited a second, well within the budget: the
-    first are served, and once they are most of what it saw they are refused. Requests
-    taken up at once show the queue gone, and a second's wait is served again."""
-    url = f"{server.url}{EVENTS}/{make_event(5)}"
-    no_standing_queue(server)
-    answers = []
-    while len(answers) < 5000 and (not answers or answers[-1].status_code == 200):
-        answers.append(requests.get(url, headers=stamp(1), timeout=10))
-    assert answers[0].status_code == 200
-    assert_overloaded(answers[-1])
-    no_standing_queue(server)
-    assert requests.get(url, headers=stamp(1), timeout=10).status_code == 200
-
-
-def after_long_waits(count: int) -> tuple[Queue, float]:
-    """A worker's queue after `count` requests in a row that waited 0.2 s, 1 ms apart."""
-    queue, now = Queue(budget=0.5), 100.0
-    for _ in range(count):
-        queue.late(0.2, now)
-        now += 0.001
-    return queue, now
-
-
-def test_the_harder_the_rush_the_shorter_the_queue_kept():
-    queue, now = after_long_waits(30)  # under half of the last ~50: the budget alone
-    assert not queue.late(0.2, now)
-    queue, now = after_long_waits(40)  # a standing queue: cut to about 22 ms
-    assert queue.late(0.2, now)
-    queue, now = after_long_waits(40)
-    assert not queue.late(0.01, now)
-    queue, now = after_long_waits(200)  # nearly all: cut to the shortest wait, 5 ms
-    assert queue.late(0.01, now)
-    queue, now = after_long_waits(200)
-    assert not queue.late(SHORTEST_WAIT * 0.8, now)
-    assert Queue(budget=0.5).late(0.6, 100.0)  # past the budget: always
-
-
-def test_a_worker_that_took_nothing_up_for_a_while_starts_afresh():
-    queue, now = after_long_waits(200)
-    assert not queue.late(0.2, now + IDLE * 2)
-
-
-def test_a_budget_under_the_short_wait_is_the_only_rule():
-    queue = Queue(budget=0.001)
-    assert queue.late(0.002, now=100.0)
-    assert not queue.late(0.0005, now=100.001)
 
 
 def test_every_route_but_the_probes_can_be_refused(server, make_event):
