@@ -515,7 +515,8 @@ def test_rate_limit_counts_per_caller_across_workers(
     # The same address, another caller: a budget of its own.
     bob = bearer(rsa_key.token("bob"))
     assert [call(i, bob).status_code for i in range(limit)].count(429) == 0
-    # Each server answered half of alice's: only the shared count in Redis could stop her at 4.
+    # Each server answered half of the requests: only the shared count in Redis could stop
+    # alice at 4.
     for server in servers:
         served = wait_for_entries(
             server.log_path, lambda e: e.get("path", "").startswith(BOOKINGS), (sent + limit) // 2
